@@ -1,0 +1,113 @@
+"""Named datasets → train / validation / test sources.
+
+`synthetic` renders (once, then reuses) procedural façades; `reduced_128` and
+`reduced_256` are the original project's curated downloads with their separate
+validation and test sets; anything else is a path: a folder (split by a hash of
+each file name), a folder with `train/`, `validation/`, `test/` sub-folders, or
+TFRecord shards laid out the same way.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from data import pipeline
+from data.pipeline import DataError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+DOWNLOADED = {"reduced_128": "reduced_128", "reduced_256": "reduced_256"}
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Each split is anything `data.pipeline.load_images` accepts (a path or a list of paths)."""
+
+    train: object
+    validation: object
+    test: object
+    factors_csv: Path | None = None  # ground-truth factors (synthetic data only)
+
+    def __getitem__(self, name: str):
+        return getattr(self, name)
+
+
+def synthetic_folder(root, count: int, size: int, seed: int) -> Path:
+    """Render `count` façades once into root/synthetic-…; later calls reuse the folder.
+
+    Rendered into a temporary folder and renamed when complete, so an interrupted
+    render is never mistaken for a finished one.
+    """
+    from data import synthetic
+
+    folder = Path(root) / f"synthetic-{size}px-{count}-seed{seed}"
+    if (folder / "factors.csv").exists():
+        return folder
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    log.info("rendering %d synthetic façades at %d px into %s", count, size, folder)
+    synthetic.write_facades(tmp, count, size=size, seed=seed, fmt="png")
+    os.replace(tmp, folder)
+    return folder
+
+
+def _split_folder(folder: Path) -> Splits | None:
+    """A folder with train/ validation/ test/ sub-folders (images or TFRecords), if it is one."""
+    parts = {name: folder / name for name in SPLITS}
+    if all(p.is_dir() for p in parts.values()):
+        return Splits(**{k: str(v) for k, v in parts.items()})
+    return None
+
+
+def hash_split(source, validation: float, test: float) -> Splits:
+    """Split one image source by a hash of file names (stable as files come and go)."""
+    if pipeline.is_tfrecord_source(source):
+        raise DataError(
+            f"{source}: TFRecords need train/, validation/ and test/ sub-folders "
+            "(pack each split with `python -m data.pipeline to-tfrecords`)"
+        )
+    paths = pipeline.find_images(source)
+    splits = pipeline.split_paths(paths, validation, test)
+    for name in SPLITS:
+        if not splits[name]:
+            raise DataError(f"{source}: the {name} split is empty ({len(paths)} images); "
+                            "add images or change --validation-fraction / --test-fraction")
+    return Splits(**splits)
+
+
+def resolve(
+    name: str,
+    root="datasets",
+    *,
+    image_size: int = 128,
+    synthetic_count: int = 4000,
+    seed: int = 0,
+    validation: float = 0.05,
+    test: float = 0.05,
+    progress: bool = True,
+) -> Splits:
+    """Find (downloading or rendering if needed) the three splits of a dataset."""
+    if name == "synthetic":
+        folder = synthetic_folder(root, synthetic_count, image_size, seed)
+        splits = hash_split(folder, validation, test)
+        return Splits(splits.train, splits.validation, splits.test, folder / "factors.csv")
+    if name in DOWNLOADED:
+        from data import download
+
+        train = download.fetch_dataset(DOWNLOADED[name], Path(root), progress=progress)
+        val = download.fetch_dataset("validation", Path(root), progress=progress)
+        test_dir = download.fetch_dataset("test", Path(root), progress=progress)
+        return Splits(str(train), str(val), str(test_dir))
+    path = Path(name)
+    if not path.exists() and "*" not in name:
+        raise DataError(f"{name}: unknown dataset and no such file or folder")
+    if path.is_dir():
+        split_dirs = _split_folder(path)
+        if split_dirs is not None:
+            return split_dirs
+    return hash_split(name, validation, test)

@@ -1,0 +1,521 @@
+"""tf.data input pipelines: image folders, path lists and TFRecord shards.
+
+Every source ends as a `tf.data.Dataset` of float32 images in [0, 1], shape
+(size, size, 3), decoded in parallel and prefetched. Bad files never crash a run:
+they are found before training by decoding them with the same TensorFlow decoder
+the pipeline uses, logged by path, counted and left out.
+
+    python -m data.pipeline to-tfrecords PHOTOS_DIR OUT_DIR --size 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+TFRECORD_EXTENSIONS = (".tfrecord", ".tfrecords")
+CROP_MODES = ("center", "stretch")  # centre crop to square then resize | plain resize (original)
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+class DataError(ValueError):
+    """A data source that cannot be used; the message names it and says why."""
+
+
+@dataclass
+class ImageScan:
+    """Result of checking a list of image files: what decodes and what does not."""
+
+    good: list[str] = field(default_factory=list)
+    bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+# --------------------------------------------------------------------------- sources
+
+
+def is_tfrecord_source(source) -> bool:
+    """True for a .tfrecord file, a glob of them, or a folder holding them (not images)."""
+    if isinstance(source, (list, tuple)):
+        return bool(source) and all(str(s).endswith(TFRECORD_EXTENSIONS) for s in source)
+    path = Path(source)
+    if str(source).endswith(TFRECORD_EXTENSIONS) or "*" in str(source):
+        return True
+    return path.is_dir() and bool(_tfrecord_files(path)) and not _has_images(path)
+
+
+def _tfrecord_files(folder: Path) -> list[str]:
+    return sorted(str(p) for p in folder.iterdir() if p.name.endswith(TFRECORD_EXTENSIONS))
+
+
+def _has_images(folder: Path) -> bool:
+    return any(p.suffix.lower() in IMAGE_EXTENSIONS for p in folder.rglob("*") if p.is_file())
+
+
+def find_images(source) -> list[str]:
+    """Image paths from a folder (recursive), a .txt/.csv list of paths, or a sequence.
+
+    A .txt list has one path per line; a .csv list has a `path` (or `file`) column.
+    Relative paths in a list file are relative to the list file's folder. The
+    result is sorted so that splits and shards are reproducible.
+    """
+    if isinstance(source, (list, tuple)):
+        paths = [str(p) for p in source]
+        if not paths:
+            raise DataError("the list of image paths is empty")
+        return paths
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_dir():
+        paths = sorted(
+            str(p) for p in path.rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
+        if not paths:
+            raise DataError(
+                f"{path}: no image files (looked for {', '.join(IMAGE_EXTENSIONS)} recursively)"
+            )
+        return paths
+    if path.suffix.lower() == ".csv":
+        import pandas as pd
+
+        table = pd.read_csv(path)
+        column = next((c for c in ("path", "file", "filename") if c in table.columns), None)
+        if column is None:
+            raise DataError(f"{path}: a CSV list needs a 'path' or 'file' column")
+        entries = [str(v) for v in table[column].dropna()]
+    elif path.suffix.lower() == ".txt":
+        entries = [line.strip() for line in path.read_text().splitlines()]
+        entries = [e for e in entries if e and not e.startswith("#")]
+    else:
+        raise DataError(f"{path}: expected a folder, a .txt or .csv list, or TFRecords")
+    if not entries:
+        raise DataError(f"{path}: the list of image paths is empty")
+    return [e if os.path.isabs(e) else str(path.parent / e) for e in entries]
+
+
+# --------------------------------------------------------------------------- checking
+
+
+def _check_one(path: str) -> str | None:
+    """None if TensorFlow's decoder reads the file, else the reason it cannot."""
+    try:
+        data = tf.io.read_file(path)
+    except (tf.errors.OpError, OSError) as err:
+        return f"unreadable: {_first_line(err)}"
+    if int(tf.strings.length(data)) == 0:
+        return "empty file"
+    try:
+        tf.io.decode_image(data, channels=3, expand_animations=False)
+    except tf.errors.InvalidArgumentError as err:
+        message = _first_line(err)
+        if "Unknown image file format" in message:
+            return "not an image (unknown format)"
+        return f"corrupt or truncated: {message}"
+    return None
+
+
+def _first_line(err: Exception) -> str:
+    message = getattr(err, "message", None) or str(err)
+    return message.strip().splitlines()[0][:200] if message.strip() else type(err).__name__
+
+
+def check_images(paths: Sequence[str], workers: int | None = None) -> ImageScan:
+    """Decode every file once (TensorFlow releases the GIL, so threads run in parallel).
+
+    Using the pipeline's own decoder means the files kept are exactly the files the
+    pipeline can read; each rejected file is logged with its path and reason.
+    """
+    workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    scan = ImageScan()
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for path, reason in zip(paths, pool.map(_check_one, paths)):
+            if reason is None:
+                scan.good.append(path)
+            else:
+                scan.bad.append((path, reason))
+                log.warning("skipping bad image %s: %s", path, reason)
+    if scan.bad:
+        log.warning("skipped %d of %d images that cannot be decoded", len(scan.bad), len(paths))
+    return scan
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_and_resize(data: tf.Tensor, image_size: int, crop: str = "center") -> tf.Tensor:
+    """Encoded bytes → (size, size, 3) float32 in [0, 1].
+
+    Grey, RGBA, CMYK, palette and 16-bit images all come out RGB; GIFs give their
+    first frame. `crop="center"` keeps the aspect ratio (centre square, then resize);
+    `crop="stretch"` resizes the whole image, as the original project did.
+    """
+    image = tf.io.decode_image(data, channels=3, expand_animations=False)  # uint8
+    image.set_shape([None, None, 3])
+    if crop == "center":
+        shape = tf.shape(image)
+        height, width = shape[0], shape[1]
+        side = tf.minimum(height, width)
+        image = tf.image.crop_to_bounding_box(
+            image, (height - side) // 2, (width - side) // 2, side, side
+        )
+    elif crop != "stretch":
+        raise DataError(f"unknown crop mode {crop!r}; use one of {CROP_MODES}")
+    image = tf.image.resize(image, [image_size, image_size], antialias=True)
+    return tf.clip_by_value(image / 255.0, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def split_fraction(name: str) -> float:
+    """A number in [0, 1) fixed by a file's base name, independent of folder and order."""
+    digest = hashlib.md5(os.path.basename(name).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def split_paths(
+    paths: Sequence[str], validation: float = 0.1, test: float = 0.1
+) -> dict[str, list[str]]:
+    """Deterministic train/validation/test split by a hash of each file's name.
+
+    Adding or removing files never moves another file between splits.
+    """
+    if validation < 0 or test < 0 or validation + test >= 1:
+        raise DataError(f"bad split fractions: validation={validation}, test={test}")
+    splits: dict[str, list[str]] = {"train": [], "validation": [], "test": []}
+    for path in paths:
+        u = split_fraction(path)
+        key = "test" if u < test else "validation" if u < test + validation else "train"
+        splits[key].append(path)
+    return splits
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def _finish(
+    ds: tf.data.Dataset,
+    *,
+    batch_size: int | None,
+    shuffle: bool,
+    shuffle_buffer: int,
+    seed: int | None,
+    cache: bool | str,
+    repeat: bool,
+    drop_remainder: bool,
+) -> tf.data.Dataset:
+    if cache:
+        ds = ds.cache("" if cache is True else str(cache))
+        if shuffle:
+            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    if batch_size:
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
+    return ds.prefetch(AUTOTUNE)
+
+
+def dataset_from_paths(
+    paths: Sequence[str],
+    image_size: int = 128,
+    *,
+    batch_size: int | None = 32,
+    shuffle: bool = True,
+    seed: int | None = 0,
+    crop: str = "center",
+    cache: bool | str = False,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    with_paths: bool = False,
+    num_shards: int = 1,
+    shard_index: int = 0,
+) -> tf.data.Dataset:
+    """Images (or (image, path) pairs) from files already known to decode."""
+    if not paths:
+        raise DataError("no images to read")
+    if crop not in CROP_MODES:
+        raise DataError(f"unknown crop mode {crop!r}; use one of {CROP_MODES}")
+    ds = tf.data.Dataset.from_tensor_slices(list(paths))
+    if num_shards > 1:
+        ds = ds.shard(num_shards, shard_index)
+    if shuffle and not cache:
+        # Shuffling paths is free; shuffling decoded images would need a big buffer.
+        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+
+    def load(path):
+        image = decode_and_resize(tf.io.read_file(path), image_size, crop)
+        return (image, path) if with_paths else image
+
+    ds = ds.map(load, num_parallel_calls=AUTOTUNE)
+    # Safety net for files that pass the up-front check but fail later (e.g. changed
+    # on disk): drop them rather than kill a multi-hour run.
+    ds = ds.ignore_errors(log_warning=True)
+    return _finish(
+        ds, batch_size=batch_size, shuffle=shuffle, shuffle_buffer=min(len(paths), 10_000),
+        seed=seed, cache=cache, repeat=repeat, drop_remainder=drop_remainder,
+    )
+
+
+def load_images(
+    source,
+    image_size: int = 128,
+    *,
+    batch_size: int | None = 32,
+    shuffle: bool = True,
+    seed: int | None = 0,
+    crop: str = "center",
+    cache: bool | str = False,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    with_paths: bool = False,
+    num_shards: int = 1,
+    shard_index: int = 0,
+    check: bool = True,
+) -> tf.data.Dataset:
+    """A batched, prefetched dataset of (size, size, 3) float32 images in [0, 1].
+
+    `source`: a folder (recursive), a .txt/.csv list of paths, a list of paths, or
+    TFRecord shards (a folder of them, a glob, a file or a list). Bad image files
+    are logged and skipped; a source with no usable image raises DataError.
+    `num_shards`/`shard_index` give each worker its own disjoint part.
+    """
+    if not 0 <= shard_index < num_shards:
+        raise DataError(f"shard_index {shard_index} is not in [0, {num_shards})")
+    options = dict(
+        batch_size=batch_size, shuffle=shuffle, seed=seed, cache=cache, repeat=repeat,
+        drop_remainder=drop_remainder, with_paths=with_paths,
+        num_shards=num_shards, shard_index=shard_index,
+    )
+    if is_tfrecord_source(source):
+        return tfrecord_dataset(source, image_size, crop=crop, **options)
+    paths = find_images(source)
+    if check:
+        scan = check_images(paths)
+        if not scan.good:
+            raise DataError(f"{_describe(source)}: none of the {len(paths)} image files can be decoded")
+        paths = scan.good
+    return dataset_from_paths(paths, image_size, crop=crop, **options)
+
+
+def _describe(source) -> str:
+    return "the list of paths" if isinstance(source, (list, tuple)) else str(source)
+
+
+# --------------------------------------------------------------------------- TFRecords
+
+_FEATURES = {
+    "image": tf.io.FixedLenFeature([], tf.string),  # encoded PNG or JPEG, pre-resized
+    "name": tf.io.FixedLenFeature([], tf.string),  # source path relative to the folder
+}
+
+
+def _record(encoded: bytes, name: str) -> bytes:
+    feature = {
+        "image": tf.train.Feature(bytes_list=tf.train.BytesList(value=[encoded])),
+        "name": tf.train.Feature(bytes_list=tf.train.BytesList(value=[name.encode("utf-8")])),
+    }
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def write_tfrecords(
+    source,
+    out_dir,
+    image_size: int = 128,
+    *,
+    images_per_shard: int = 2000,
+    crop: str = "center",
+    image_format: str = "jpeg",
+    quality: int = 95,
+) -> dict:
+    """Pack a folder or list of images into sharded, pre-resized TFRecords.
+
+    Shards are written under temporary names and renamed when complete, and
+    `index.json` (counts, size, skipped files) is written last, so an interrupted
+    conversion never looks finished. Returns the index.
+    """
+    if image_format not in ("jpeg", "png"):
+        raise DataError(f"unknown image format {image_format!r}; use jpeg or png")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = find_images(source)
+    scan = check_images(paths)
+    if not scan.good:
+        raise DataError(f"{_describe(source)}: none of the {len(paths)} image files can be decoded")
+    root = Path(source) if not isinstance(source, (list, tuple)) and Path(source).is_dir() else None
+    names = [os.path.relpath(p, root) if root else os.path.basename(p) for p in scan.good]
+
+    def encode(path):
+        image = decode_and_resize(tf.io.read_file(path), image_size, crop)
+        pixels = tf.cast(tf.round(image * 255.0), tf.uint8)
+        if image_format == "png":
+            return tf.io.encode_png(pixels)
+        return tf.io.encode_jpeg(pixels, quality=quality)
+
+    encoded = (
+        tf.data.Dataset.from_tensor_slices(scan.good)
+        .map(encode, num_parallel_calls=AUTOTUNE)
+        .prefetch(AUTOTUNE)
+        .as_numpy_iterator()
+    )
+    num_shards = max(1, -(-len(names) // images_per_shard))
+    shard_files = []
+    for shard in range(num_shards):
+        final = out / f"images-{shard:05d}-of-{num_shards:05d}.tfrecord"
+        partial = final.with_name(final.name + ".partial")
+        chunk = names[shard * images_per_shard:(shard + 1) * images_per_shard]
+        with tf.io.TFRecordWriter(str(partial)) as writer:
+            for name in chunk:
+                writer.write(_record(next(encoded), name))
+        os.replace(partial, final)
+        shard_files.append(final.name)
+    index = {
+        "count": len(names),
+        "image_size": image_size,
+        "crop": crop,
+        "image_format": image_format,
+        "shards": shard_files,
+        "skipped": [{"path": p, "reason": r} for p, r in scan.bad],
+    }
+    tmp = out / "index.json.partial"
+    tmp.write_text(json.dumps(index, indent=2))
+    os.replace(tmp, out / "index.json")
+    log.info("wrote %d images in %d shards to %s (%d skipped)",
+             len(names), num_shards, out, len(scan.bad))
+    return index
+
+
+def tfrecord_files(source) -> list[str]:
+    """The shard files named by a folder, glob, file or list."""
+    if isinstance(source, (list, tuple)):
+        files = [str(s) for s in source]
+    elif Path(source).is_dir():
+        files = _tfrecord_files(Path(source))
+    elif "*" in str(source):
+        files = sorted(tf.io.gfile.glob(str(source)))
+    else:
+        files = [str(source)]
+    missing = [f for f in files if not tf.io.gfile.exists(f)]
+    if not files or missing:
+        raise DataError(f"{missing[0] if missing else source}: no TFRecord shards found")
+    return files
+
+
+def tfrecord_dataset(
+    source,
+    image_size: int = 128,
+    *,
+    batch_size: int | None = 32,
+    shuffle: bool = True,
+    seed: int | None = 0,
+    crop: str = "center",
+    cache: bool | str = False,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    with_paths: bool = False,
+    num_shards: int = 1,
+    shard_index: int = 0,
+) -> tf.data.Dataset:
+    """Images from TFRecord shards written by `write_tfrecords` (resized again if needed)."""
+    files = tfrecord_files(source)
+    files_ds = tf.data.Dataset.from_tensor_slices(files)
+    if num_shards > 1:
+        if len(files) >= num_shards:
+            files_ds = files_ds.shard(num_shards, shard_index)
+    if shuffle:
+        files_ds = files_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    ds = files_ds.interleave(
+        tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
+        num_parallel_calls=AUTOTUNE, deterministic=not shuffle,
+    )
+    if num_shards > 1 and len(files) < num_shards:
+        ds = ds.shard(num_shards, shard_index)
+    if shuffle and not cache:
+        ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+
+    def parse(record):
+        example = tf.io.parse_single_example(record, _FEATURES)
+        image = decode_and_resize(example["image"], image_size, crop)
+        return (image, example["name"]) if with_paths else image
+
+    ds = ds.map(parse, num_parallel_calls=AUTOTUNE)
+    return _finish(
+        ds, batch_size=batch_size, shuffle=shuffle, shuffle_buffer=10_000, seed=seed,
+        cache=cache, repeat=repeat, drop_remainder=drop_remainder,
+    )
+
+
+def count_images(source) -> int:
+    """Number of usable images in a source (reads index.json for TFRecords when present)."""
+    if is_tfrecord_source(source):
+        files = tfrecord_files(source)
+        index = Path(files[0]).parent / "index.json"
+        if index.exists():
+            return int(json.loads(index.read_text())["count"])
+        return sum(1 for _ in tf.data.TFRecordDataset(files))
+    return len(check_images(find_images(source)).good)
+
+
+def to_numpy(ds: tf.data.Dataset, limit: int | None = None) -> np.ndarray:
+    """Stack a dataset of images (batched or not) into one array, at most `limit` images."""
+    arrays: list[np.ndarray] = []
+    total = 0
+    for item in ds.as_numpy_iterator():
+        item = item[0] if isinstance(item, tuple) else item
+        item = item if item.ndim == 4 else item[None]
+        arrays.append(item)
+        total += len(item)
+        if limit is not None and total >= limit:
+            break
+    if not arrays:
+        raise DataError("the dataset is empty")
+    stacked = np.concatenate(arrays)
+    return stacked[:limit] if limit is not None else stacked
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main(argv: Iterable[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m data.pipeline", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    pack = sub.add_parser("to-tfrecords", help="pack an image folder or list into TFRecord shards")
+    pack.add_argument("source", help="image folder (recursive) or .txt/.csv list of paths")
+    pack.add_argument("out", help="output folder for the shards and index.json")
+    pack.add_argument("--size", type=int, default=128, help="image side in pixels")
+    pack.add_argument("--images-per-shard", type=int, default=2000)
+    pack.add_argument("--crop", choices=CROP_MODES, default="center")
+    pack.add_argument("--format", choices=("jpeg", "png"), default="jpeg")
+    args = parser.parse_args(None if argv is None else list(argv))
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.size < 8:
+        parser.error(f"--size must be at least 8, got {args.size}")
+    if args.images_per_shard < 1:
+        parser.error("--images-per-shard must be at least 1")
+    try:
+        write_tfrecords(
+            args.source, args.out, args.size, images_per_shard=args.images_per_shard,
+            crop=args.crop, image_format=args.format,
+        )
+    except DataError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,388 @@
+"""data.download against a local HTTP server on 127.0.0.1: never the internet.
+
+The server serves bytes from a dict, honours `Range: bytes=N-` (or, switched,
+ignores it), can drop a connection half-way through once, and records every
+request with its Range header.
+"""
+
+import hashlib
+import io
+import os
+import re
+import socket
+import tarfile
+import threading
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from data import download
+from data.download import DownloadError, UnsafeArchiveError
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        srv = self.server
+        path = self.path.split("?")[0]
+        rng = self.headers.get("Range")
+        srv.requests.append((path, rng))
+        data = srv.files.get(path)
+        if data is None:
+            self.send_error(404)
+            return
+        start = 0
+        match = re.fullmatch(r"bytes=(\d+)-", rng or "")
+        if match and srv.honour_range:
+            start = int(match.group(1))
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        body = data[start:]
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if path in srv.drop_once:  # announce everything, send half, hang up
+            srv.drop_once.discard(path)
+            body = body[: len(body) // 2]
+            self.close_connection = True
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.daemon_threads = True
+    srv.files, srv.requests, srv.drop_once, srv.honour_range = {}, [], set(), True
+    srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
+    thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.fixture
+def closed_port_url():
+    """A URL on 127.0.0.1 where nothing listens: connection refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def _payload(n=200_000, seed=0):
+    return bytes((i * 7919 + seed) % 251 for i in range(n))
+
+
+def _md5(data):
+    return hashlib.md5(data).hexdigest()
+
+
+def _zip_bytes(files):
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _tar_bytes(members, mode="w"):
+    """members: (name, bytes) for files, (name, ("symlink" | "hardlink", target)) for links."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode=mode) as tf:
+        for name, content in members:
+            info = tarfile.TarInfo(name)
+            if isinstance(content, tuple):
+                info.type = tarfile.SYMTYPE if content[0] == "symlink" else tarfile.LNKTYPE
+                info.linkname = content[1]
+                tf.addfile(info)
+            else:
+                info.size = len(content)
+                tf.addfile(info, io.BytesIO(content))
+    return buf.getvalue()
+
+
+def _files_under(folder):
+    return sorted(str(p.relative_to(folder)) for p in Path(folder).rglob("*"))
+
+
+# --------------------------------------------------------------------------- download_file
+
+
+def test_download_checks_md5_and_gives_the_final_name_only_when_complete(server, tmp_path):
+    data = _payload()
+    server.files["/a.bin"] = data
+    dest = download.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", md5=_md5(data),
+                                  expected_size=len(data), progress=False)
+    assert dest.read_bytes() == data
+    assert not (tmp_path / "a.bin.part").exists()
+    assert server.requests == [("/a.bin", None)]
+
+
+def test_interrupted_download_resumes_with_a_range_request(server, tmp_path):
+    data = _payload()
+    server.files["/a.bin"] = data
+    server.drop_once.add("/a.bin")
+    dest = tmp_path / "a.bin"
+    with pytest.raises(DownloadError, match=r"a\.bin.*100000 of 200000 bytes.*run again to resume"):
+        download.download_file(f"{server.url}/a.bin", dest, md5=_md5(data), progress=False)
+    assert not dest.exists()  # a partial file is never taken for the real one
+    assert (tmp_path / "a.bin.part").stat().st_size == len(data) // 2
+
+    download.download_file(f"{server.url}/a.bin", dest, md5=_md5(data), progress=False)
+    assert dest.read_bytes() == data
+    assert server.requests[-1] == ("/a.bin", f"bytes={len(data) // 2}-")
+    assert not (tmp_path / "a.bin.part").exists()
+
+
+def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
+    data = _payload()
+    server.files["/a.bin"] = data
+    server.honour_range = False
+    (tmp_path / "a.bin.part").write_bytes(b"stale bytes that must not survive")
+    dest = download.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", md5=_md5(data),
+                                  progress=False)
+    assert dest.read_bytes() == data
+    assert server.requests == [("/a.bin", "bytes=33-")]  # asked to resume, got a 200
+
+
+def test_md5_mismatch_deletes_the_download_and_names_the_file(server, tmp_path):
+    data = _payload()
+    server.files["/a.bin"] = data
+    with pytest.raises(DownloadError, match=r"a\.bin: md5 .* does not match the published"):
+        download.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", md5="0" * 32,
+                               progress=False)
+    assert _files_under(tmp_path) == []
+
+
+def test_resumed_part_that_does_not_add_up_fails_md5_and_is_deleted(server, tmp_path):
+    data = _payload()
+    server.files["/a.bin"] = data
+    (tmp_path / "a.bin.part").write_bytes(b"x" * 1000)  # wrong first bytes, resumed at 1000
+    with pytest.raises(DownloadError, match="md5"):
+        download.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", md5=_md5(data),
+                               progress=False)
+    assert _files_under(tmp_path) == []
+
+
+def test_complete_part_is_verified_and_renamed_without_downloading_again(server, tmp_path):
+    data = _payload()
+    server.files["/a.bin"] = data
+    (tmp_path / "a.bin.part").write_bytes(data)  # e.g. killed between transfer and rename
+    dest = download.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", md5=_md5(data),
+                                  progress=False)
+    assert dest.read_bytes() == data
+    assert server.requests == [("/a.bin", f"bytes={len(data)}-")]  # answered 416: nothing left
+
+
+def test_second_call_makes_no_request(server, tmp_path):
+    data = _payload()
+    server.files["/a.bin"] = data
+    for _ in range(2):
+        download.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", md5=_md5(data),
+                               progress=False)
+    assert len(server.requests) == 1
+
+
+def test_unreachable_server_is_one_line_naming_file_and_url(closed_port_url, tmp_path):
+    with pytest.raises(DownloadError) as info:
+        download.download_file(f"{closed_port_url}/a.bin", tmp_path / "a.bin", progress=False,
+                               timeout=5)
+    message = str(info.value)
+    assert message.startswith(f"could not download a.bin from {closed_port_url}/a.bin: ")
+    assert "refused" in message.lower() and "\n" not in message
+
+
+def test_progress_bar_only_when_asked_off_a_terminal(server, tmp_path, capsys):
+    server.files["/a.bin"] = _payload()
+    download.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", progress=True)
+    assert capsys.readouterr().err == ""  # stderr is not a terminal here
+    download.download_file(f"{server.url}/a.bin", tmp_path / "b.bin", progress="always")
+    assert "100%" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- safe_extract
+
+
+def test_zip_and_tar_gz_unpack_with_a_completion_marker(tmp_path):
+    files = {"photos/a.jpg": b"jpeg a", "photos/sub/b.jpg": b"jpeg b"}
+    (tmp_path / "x.zip").write_bytes(_zip_bytes(files))
+    (tmp_path / "x.tar.gz").write_bytes(_tar_bytes(list(files.items()), mode="w:gz"))
+    for name in ("x.zip", "x.tar.gz"):
+        out = download.safe_extract(tmp_path / name, tmp_path / f"out-{name}")
+        assert (out / "photos/sub/b.jpg").read_bytes() == b"jpeg b"
+        assert (out / download.MARKER).exists()
+        assert not (tmp_path / f"out-{name}.partial").exists()
+    # a marked folder is finished: the archive is not even opened again
+    (tmp_path / "x.zip").write_bytes(b"no longer an archive")
+    out = tmp_path / "out-x.zip"
+    assert download.safe_extract(tmp_path / "x.zip", out) == out
+
+
+def test_folder_without_marker_is_not_taken_for_finished(tmp_path):
+    (tmp_path / "x.zip").write_bytes(_zip_bytes({"a.jpg": b"a"}))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(DownloadError, match=r"out exists but has no \.complete marker"):
+        download.safe_extract(tmp_path / "x.zip", tmp_path / "out")
+
+
+@pytest.mark.parametrize("attack", [
+    "dotdot", "absolute", "symlink_to_etc", "write_through_symlink", "symlink_chain",
+    "symlink_chain_only", "hardlink",
+])
+def test_traversal_tar_is_refused_before_anything_is_written(tmp_path, attack):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    members = {
+        "dotdot": [("../evil.txt", b"evil")],
+        "absolute": [(str(outside / "abs.txt"), b"evil")],
+        "symlink_to_etc": [("etc", ("symlink", "/etc"))],
+        "write_through_symlink": [("out", ("symlink", "../outside")), ("out/evil.txt", b"evil")],
+        # each link looks harmless on paper; together l1 is the target's parent
+        "symlink_chain": [("l2", ("symlink", ".")), ("l1", ("symlink", "l2/..")),
+                          ("l1/outside/evil.txt", b"evil")],
+        "symlink_chain_only": [("l2", ("symlink", ".")), ("l1", ("symlink", "l2/.."))],
+        "hardlink": [("passwd", ("hardlink", "/etc/passwd"))],
+    }[attack]
+    archive = tmp_path / "attack.tar"
+    archive.write_bytes(_tar_bytes([("ok.txt", b"fine")] + members))
+    target = tmp_path / "target"
+    refused = r"attack\.tar: refusing to unpack \(nothing was written\)"  # by our own check
+    with pytest.raises(UnsafeArchiveError, match=refused):
+        download.safe_extract(archive, target)
+    assert not target.exists() and not (tmp_path / "target.partial").exists()
+    assert _files_under(tmp_path) == ["attack.tar", "outside"]
+    assert not (tmp_path / "evil.txt").exists()
+
+
+def test_zip_with_dotdot_member_is_refused(tmp_path):
+    (tmp_path / "attack.zip").write_bytes(_zip_bytes({"ok.txt": b"ok", "../evil.txt": b"evil"}))
+    with pytest.raises(UnsafeArchiveError, match="'../evil.txt' would be written outside"):
+        download.safe_extract(tmp_path / "attack.zip", tmp_path / "target")
+    assert _files_under(tmp_path) == ["attack.zip"]
+
+
+def test_links_that_stay_inside_are_unpacked(tmp_path):
+    archive = tmp_path / "ok.tar"
+    archive.write_bytes(_tar_bytes([("img/a.jpg", b"a"), ("latest.jpg", ("symlink", "img/a.jpg")),
+                                    ("copy.jpg", ("hardlink", "img/a.jpg"))]))
+    out = download.safe_extract(archive, tmp_path / "out")
+    assert (out / "latest.jpg").read_bytes() == b"a" and (out / "copy.jpg").read_bytes() == b"a"
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def test_fetch_dataset_end_to_end_from_a_mirror(server, tmp_path):
+    server.files["/mirror/reduced_128.zip"] = _zip_bytes(
+        {"reduced_128/0a1b.jpg": b"img0", "reduced_128/0a1c.jpg": b"img1"})
+    folder = download.fetch_dataset("reduced_128", tmp_path, base_url=f"{server.url}/mirror/",
+                                    progress=False)
+    assert folder == tmp_path / "reduced_128"
+    assert (folder / "reduced_128/0a1c.jpg").read_bytes() == b"img1"
+    assert not (tmp_path / "downloads/reduced_128.zip").exists()  # deleted once unpacked
+    count = len(server.requests)
+    again = download.fetch_dataset("reduced_128", tmp_path, base_url=f"{server.url}/mirror")
+    assert again == folder
+    assert len(server.requests) == count  # nothing to do the second time
+
+
+def test_fetch_dataset_joins_all_parts_of_reduced_256(server, tmp_path, monkeypatch):
+    spec = download.DATASETS["reduced_256"]
+    assert len(spec.urls) == 5
+    for part in range(5):
+        server.files[f"/m/{spec.filename(part)}"] = _zip_bytes(
+            {f"red_256_part_{part + 1}/img{part}.jpg": bytes([part])})
+    monkeypatch.setenv(download.DATA_URL_ENV, f"{server.url}/m")
+    folder = download.fetch_dataset("reduced_256", tmp_path, progress=False, keep_archives=True)
+    assert sorted(p.name for p in folder.rglob("*.jpg")) == [f"img{i}.jpg" for i in range(5)]
+    assert len(list((tmp_path / "downloads").glob("*.zip.zip"))) == 5
+
+
+def test_fetch_dataset_offline_is_one_clear_line(closed_port_url, tmp_path):
+    with pytest.raises(DownloadError) as info:
+        download.fetch_dataset("reduced_128", tmp_path, base_url=closed_port_url, progress=False)
+    message = str(info.value)
+    url = f"{closed_port_url}/reduced_128.zip"
+    assert message.startswith(f"could not download reduced_128 from {url}: ")
+    assert "\n" not in message
+    assert not (tmp_path / "reduced_128").exists()
+
+
+def test_registry_points_at_the_original_projects_zenodo_files():
+    assert download.DATASETS["reduced_128"].urls == (
+        "https://zenodo.org/record/5655491/files/reduced_128.zip?download=1",)
+    assert download.DATASETS["reduced_256"].filename(4) == "red_256_part_5.zip.zip"
+    assert all(md5 is None for spec in download.DATASETS.values() for md5 in spec.md5)
+
+
+def test_fetch_gldv2_shards_checks_each_against_its_md5_file(server, tmp_path):
+    tars = {i: _tar_bytes([(f"0/a/{i}/0a{i}ff.jpg", b"img%d" % i)]) for i in (0, 1)}
+    for i, data in tars.items():
+        server.files[f"/train/images_{i:03d}.tar"] = data
+        server.files[f"/md5sum/train/md5.images_{i:03d}.txt"] = \
+            f"{_md5(data)}  images_{i:03d}.tar\n".encode()
+    paths = download.fetch_gldv2_shards(tmp_path, [0, 1], base_url=server.url, progress=False)
+    folder = tmp_path / "gldv2/train"
+    assert paths == [folder / "images_000.tar", folder / "images_001.tar"]
+    assert paths[1].read_bytes() == tars[1]
+
+    unpacked = download.fetch_gldv2_shards(tmp_path, [1], extract=True, base_url=server.url)
+    assert (unpacked[0] / "0/a/1/0a1ff.jpg").read_bytes() == b"img1"
+    assert not (folder / "images_001.tar").exists()
+
+
+def test_local_gldv2_md5_file_is_used_and_a_mismatch_rejects_the_shard(server, tmp_path):
+    server.files["/train/images_007.tar"] = _tar_bytes([("a.jpg", b"a")])
+    folder = tmp_path / "gldv2/train"
+    folder.mkdir(parents=True)
+    (folder / "md5.images_007.txt").write_text("0123456789abcdef0123456789abcdef  images_007.tar\n")
+    with pytest.raises(DownloadError, match=r"images_007\.tar: md5 .* does not match"):
+        download.fetch_gldv2_shards(tmp_path, [7], base_url=server.url, progress=False)
+    assert [path for path, _ in server.requests] == ["/train/images_007.tar"]
+    assert sorted(os.listdir(folder)) == ["md5.images_007.txt"]
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def test_cli_unknown_dataset_exits_2_listing_known_names(capsys):
+    assert download.main(["castles_in_the_air"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "'castles_in_the_air'" in err and "reduced_128" in err and "gldv2" in err
+
+
+def test_cli_bad_shards_exit_2(capsys):
+    assert download.main(["gldv2", "--shards", "9-3"]) == 2
+    assert download.main(["gldv2", "--shards", "500"]) == 2
+    assert download.main(["gldv2"]) == 2
+    assert download.parse_shards("0-2,7,1") == [0, 1, 2, 7]
+
+
+def test_cli_network_failure_exits_1_with_one_line(closed_port_url, tmp_path, capsys):
+    code = download.main(["reduced_128", "--root", str(tmp_path), "--base-url", closed_port_url])
+    assert code == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "could not download reduced_128 from" in err[0]
+
+
+def test_cli_downloads_gldv2_shards_and_prints_their_paths(server, tmp_path, capsys):
+    data = _tar_bytes([("a.jpg", b"a")])
+    server.files["/train/images_003.tar"] = data
+    server.files["/md5sum/train/md5.images_003.txt"] = f"{_md5(data)}  images_003.tar".encode()
+    code = download.main(["gldv2", "--shards", "3", "--extract", "--root", str(tmp_path),
+                          "--base-url", server.url, "--progress", "never"])
+    assert code == 0
+    assert capsys.readouterr().out.strip() == str(tmp_path / "gldv2/train/images_003")

@@ -1,0 +1,180 @@
+"""main.py end to end: train → test → generate on synthetic data, TensorBoard, resume, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+
+import main as cli
+from vae import model  # noqa: F401  (registers custom layers for load_model)
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--preset", "tiny", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("main")
+    run_dir = base / "run"
+    code = cli.main(TINY + ["--run-dir", str(run_dir), "--data-root", str(base / "datasets")])
+    assert code == 0
+    return run_dir
+
+
+def _events(folder: Path) -> EventAccumulator:
+    acc = EventAccumulator(str(folder), size_guidance={"tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def test_main_leaves_a_complete_run_directory(finished_run):
+    for name in ["config.json", "encoder.keras", "decoder.keras", "vae.weights.h5", "metrics.json",
+                 "history.csv", "demo/demo_grid.png"]:
+        assert (finished_run / name).is_file(), name
+    assert len(list((finished_run / "demo").glob("demo_0*.png"))) == 4
+    assert sorted(p.name for p in (finished_run / "checkpoints").iterdir()) == [
+        "step-00000004.weights.h5", "step-00000008.weights.h5"]
+    monitor = sorted(p.name for p in (finished_run / "monitor").iterdir())
+    assert "reconstructions_step-00000000.png" in monitor and "generations_step-00000008.png" in monitor
+    metrics = json.loads((finished_run / "metrics.json").read_text())
+    for key in ["test_loss", "test_reconstruction", "test_kl", "test_perceptual", "test_psnr",
+                "test_ssim", "test_pearson", "baseline_mean_image_psnr"]:
+        assert np.isfinite(metrics[key]), key
+    assert metrics["step"] == 8
+    assert json.loads((finished_run / "config.json").read_text())["latent_dim"] == 4
+
+
+def test_exported_models_reload_and_reconstruct(finished_run):
+    encoder = keras.models.load_model(finished_run / "encoder.keras")
+    decoder = keras.models.load_model(finished_run / "decoder.keras")
+    images = np.random.default_rng(0).random((2, 32, 32, 3)).astype(np.float32)
+    z_mean, z_log_var = encoder(images)
+    assert z_mean.shape == (2, 4) and z_log_var.shape == (2, 4)
+    out = decoder(z_mean).numpy()
+    assert out.shape == (2, 32, 32, 3) and 0 <= out.min() and out.max() <= 1
+
+
+def test_tensorboard_has_losses_learning_rate_and_image_grids(finished_run):
+    train = _events(finished_run / "logs" / "train")
+    scalars = set(train.PluginTagToContent("scalars"))
+    assert {"loss/loss", "loss/reconstruction", "loss/kl", "loss/perceptual",
+            "latent/active_dims", "optimizer/learning_rate"} <= scalars
+    steps = [e.step for e in train.Tensors("loss/loss")]
+    assert steps == [2, 4, 6, 8]  # log_every=2, global steps
+    lr = float(tf.make_ndarray(train.Tensors("optimizer/learning_rate")[0].tensor_proto))
+    assert lr == pytest.approx(5e-4)
+    assert {"monitor/reconstructions", "monitor/generations"} <= set(train.PluginTagToContent("images"))
+    validation = _events(finished_run / "logs" / "validation")
+    assert [e.step for e in validation.Tensors("loss/loss")] == [4, 8]
+    test = _events(finished_run / "logs" / "test")
+    assert "test/test_psnr" in test.PluginTagToContent("scalars")
+
+
+def test_running_a_finished_command_again_changes_nothing(finished_run, tmp_path):
+    before = (finished_run / "vae.weights.h5").read_bytes()
+    code = cli.main(["train"] + TINY + ["--run-dir", str(finished_run),
+                                        "--data-root", str(finished_run.parent / "datasets")])
+    assert code == 0
+    history = (finished_run / "history.csv").read_text().strip().splitlines()
+    assert len(history) == 3  # header + 2 rounds, not retrained
+    assert len(before) > 0
+
+
+def test_generate_subcommand_writes_images(finished_run, tmp_path):
+    code = cli.main(["generate", "--run-dir", str(finished_run), "--count", "3", "--out", str(tmp_path)])
+    assert code == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "generated_0000.png", "generated_0001.png", "generated_0002.png", "generated_grid.png"]
+
+
+def test_test_subcommand_rewrites_metrics(finished_run):
+    (finished_run / "metrics.json").unlink()
+    assert cli.main(["test", "--run-dir", str(finished_run)]) == 0
+    assert "test_psnr" in json.loads((finished_run / "metrics.json").read_text())
+
+
+def test_changed_settings_in_an_existing_run_dir_are_refused(finished_run, capsys):
+    code = cli.main(["train"] + TINY + ["--run-dir", str(finished_run), "--latent-dim", "8"])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --run-dir:") and "latent_dim" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["--data", "synthetic", "--image-size", "100"], "--image-size"),
+    (["--data", "synthetic", "--beta", "-2"], "--beta"),
+    (["--data", "/no/such/folder"], "--data"),
+    (["test", "--run-dir", "/no/such/run"], "--run-dir"),
+])
+def test_usage_errors_are_one_line_with_exit_code_2(argv, flag, capsys, tmp_path):
+    code = cli.main(argv + ["--run-dir", str(tmp_path / "r")] if argv[0] != "test" else argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith(f"error: {flag}") and "\n" not in err
+
+
+def _train_command(run_dir: Path, data_root: Path) -> list[str]:
+    return [sys.executable, str(ROOT / "main.py"), "train", *TINY, "--run-dir", str(run_dir),
+            "--data-root", str(data_root), "--max-steps", "160", "--checkpoint-every", "8"]
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_last_checkpoint(tmp_path):
+    run_dir, data_root = tmp_path / "run", tmp_path / "datasets"
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    process = subprocess.Popen(_train_command(run_dir, data_root), env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    metadata = run_dir / "backup" / "worker-0" / "training_metadata.json"
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline:
+            if metadata.exists():
+                try:
+                    if json.loads(metadata.read_text())["epoch"] >= 5:
+                        break
+                except (json.JSONDecodeError, KeyError):
+                    pass
+            assert process.poll() is None, "training ended before it could be killed"
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    killed_at = json.loads(metadata.read_text())["epoch"]
+    assert 5 <= killed_at < 40 and not (run_dir / "vae.weights.h5").exists()
+
+    result = subprocess.run(_train_command(run_dir, data_root), env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    resumed_at = int(result.stderr.split("resumed at step ")[1].split()[0])
+    assert resumed_at >= killed_at * 4  # whole rounds of validate_every=4 steps
+    # The step counter continued: 40 rounds of 4 steps in all, not 40 more after the kill.
+    config, vae = __import__("vae.train", fromlist=["load_trained"]).load_trained(run_dir)
+    assert int(vae.optimizer.iterations.numpy()) == 160
+    rounds = [int(line.split(",")[0]) for line in (run_dir / "history.csv").read_text().splitlines()[1:]]
+    assert rounds == sorted(set(rounds)) and rounds[-1] == 39
+    train = _events(run_dir / "logs" / "train")
+    steps = [e.step for e in train.Tensors("loss/loss")]
+    assert max(steps) == 160 and min(s for s in steps if s > resumed_at) > resumed_at
+
+
+def test_plain_main_without_network_fails_in_one_line_pointing_to_synthetic(tmp_path, monkeypatch, capsys):
+    import socket
+
+    with socket.socket() as s:  # a local port nobody listens on: "no network", offline
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("CASTLE_DREAMER_DATA_URL", f"http://127.0.0.1:{port}/")
+    code = cli.main(["--run-dir", str(tmp_path / "run"), "--data-root", str(tmp_path / "datasets")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1
+    assert err.startswith("error: --data reduced_128:") and "--data synthetic" in err
+    assert "\n" not in err

@@ -1,0 +1,218 @@
+"""data.pipeline: decoding every image kind, skipping bad files by name, splits, TFRecords."""
+
+import io
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from data import pipeline
+from data.pipeline import DataError
+
+
+def _photo(height=40, width=60, seed=0):
+    rng = np.random.default_rng(seed)
+    base = np.linspace(0, 255, width, dtype=np.float32)[None, :, None]
+    noise = rng.integers(0, 40, (height, width, 3))
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def _save(image: Image.Image, path: Path, fmt: str, **kw) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, fmt, **kw)
+    return path
+
+
+@pytest.fixture
+def mixed_folder(tmp_path):
+    """Good images of every kind plus bad files; returns (folder, good names, bad names)."""
+    root = tmp_path / "photos"
+    rgb = Image.fromarray(_photo())
+    good = {
+        "rgb.jpg": lambda p: _save(rgb, p, "JPEG"),
+        "cmyk.jpg": lambda p: _save(rgb.convert("CMYK"), p, "JPEG"),
+        "grey16.png": lambda p: _save(
+            Image.fromarray((np.asarray(rgb.convert("L"), np.uint16) * 257)), p, "PNG"),
+        "rgba.png": lambda p: _save(rgb.convert("RGBA"), p, "PNG"),
+        "grey.jpg": lambda p: _save(rgb.convert("L"), p, "JPEG"),
+        "palette.png": lambda p: _save(rgb.convert("P"), p, "PNG"),
+        "sub/anim.gif": lambda p: _save(rgb, p, "GIF", save_all=True,
+                                        append_images=[Image.fromarray(255 - _photo())]),
+        "sub/deeper/pic.bmp": lambda p: _save(rgb, p, "BMP"),
+        "sub/pic.webp": lambda p: _save(rgb, p, "WEBP"),
+        "png_named.jpg": lambda p: _save(rgb, p, "PNG"),  # wrong extension, valid image
+    }
+    for name, make in good.items():
+        make(root / name)
+    buffer = io.BytesIO()
+    rgb.save(buffer, "JPEG")
+    bad = {
+        "zero.jpg": b"",
+        "truncated.jpg": buffer.getvalue()[: len(buffer.getvalue()) // 2],
+        "text.jpg": b"this is not an image at all\n" * 10,
+        "sub/garbage.png": bytes(range(256)) * 4,
+    }
+    for name, data in bad.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    (root / "notes.txt").write_text("ignored: not an image extension")
+    return root, sorted(good), sorted(bad)
+
+
+def test_mixed_folder_yields_exactly_the_good_images_rgb_and_sized(mixed_folder, caplog):
+    root, good, bad = mixed_folder
+    with caplog.at_level(logging.WARNING, logger="data.pipeline"):
+        ds = pipeline.load_images(root, image_size=32, batch_size=4, shuffle=False, with_paths=True)
+        images, paths = [], []
+        for batch_images, batch_paths in ds.as_numpy_iterator():
+            images.append(batch_images)
+            paths += [p.decode() for p in batch_paths]
+    images = np.concatenate(images)
+    assert sorted(str(Path(p).relative_to(root)) for p in paths) == good
+    assert images.shape == (len(good), 32, 32, 3)
+    assert images.dtype == np.float32
+    assert images.min() >= 0.0 and images.max() <= 1.0
+    for name in bad:
+        assert any(name in r.getMessage() for r in caplog.records), f"{name} not logged"
+    assert f"skipped {len(bad)} of {len(good) + len(bad)}" in caplog.text
+
+
+def test_every_kind_decodes_to_the_same_picture(mixed_folder):
+    root, good, _ = mixed_folder
+    ds = pipeline.load_images(root, image_size=32, batch_size=None, shuffle=False,
+                              with_paths=True, crop="stretch")
+    reference = pipeline.to_numpy(pipeline.load_images([str(root / "rgb.jpg")], image_size=32,
+                                                      shuffle=False, crop="stretch"))[0]
+    for image, path in ds.as_numpy_iterator():
+        name = Path(path.decode()).name
+        if name.startswith(("grey", "palette")) or name == "anim.gif":
+            # Grey loses colour, palette/GIF quantise to 256 colours: compare brightness.
+            assert abs(image.mean() - reference.mean()) < 0.03, name
+        else:
+            assert np.abs(image - reference).mean() < 0.03, name
+
+
+def test_center_crop_keeps_aspect_ratio_and_stretch_does_not(tmp_path):
+    # Left third red, middle third green, right third blue, 30x90: a centre crop is all green.
+    strip = np.zeros((30, 90, 3), np.uint8)
+    strip[:, :30, 0] = strip[:, 30:60, 1] = strip[:, 60:, 2] = 255
+    path = _save(Image.fromarray(strip), tmp_path / "strip.png", "PNG")
+    center = pipeline.to_numpy(pipeline.load_images([str(path)], 16, shuffle=False))[0]
+    stretch = pipeline.to_numpy(pipeline.load_images([str(path)], 16, shuffle=False, crop="stretch"))[0]
+    assert center[..., 1].mean() > 0.95 and center[..., 0].max() < 0.05
+    assert stretch[..., 0].mean() == pytest.approx(1 / 3, abs=0.05)
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError, match=r"no image files"):
+        pipeline.load_images(tmp_path)
+
+
+def test_folder_of_only_bad_images_is_a_clear_error(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"")
+    (tmp_path / "b.png").write_text("nope")
+    with pytest.raises(DataError, match=r"none of the 2 image files can be decoded"):
+        pipeline.load_images(tmp_path)
+
+
+def test_missing_source_names_the_path(tmp_path):
+    with pytest.raises(DataError, match="nope: no such file or folder"):
+        pipeline.load_images(tmp_path / "nope")
+
+
+def test_path_lists_from_txt_and_csv(tmp_path):
+    for i in range(3):
+        _save(Image.fromarray(_photo(seed=i)), tmp_path / f"im{i}.png", "PNG")
+    (tmp_path / "list.txt").write_text("# photos\nim0.png\nim2.png\n")
+    (tmp_path / "list.csv").write_text("path,label\nim1.png,1\nim2.png,0\n")
+    assert [Path(p).name for p in pipeline.find_images(tmp_path / "list.txt")] == ["im0.png", "im2.png"]
+    assert [Path(p).name for p in pipeline.find_images(tmp_path / "list.csv")] == ["im1.png", "im2.png"]
+    ds = pipeline.load_images(tmp_path / "list.csv", 16, shuffle=False)
+    assert pipeline.to_numpy(ds).shape == (2, 16, 16, 3)
+
+
+def test_split_is_deterministic_disjoint_and_stable_under_additions():
+    names = [f"dir/img_{i:05d}.jpg" for i in range(4000)]
+    splits = pipeline.split_paths(names, validation=0.1, test=0.2)
+    assert sum(map(len, splits.values())) == len(names)
+    assert not set(splits["train"]) & set(splits["test"])
+    assert len(splits["test"]) == pytest.approx(800, abs=80)
+    assert len(splits["validation"]) == pytest.approx(400, abs=60)
+    more = pipeline.split_paths(names + [f"x_{i}.jpg" for i in range(100)], 0.1, 0.2)
+    assert set(splits["test"]) <= set(more["test"])
+    # The folder does not matter, only the file name.
+    moved = pipeline.split_paths([n.replace("dir/", "other/") for n in names], 0.1, 0.2)
+    assert [Path(p).name for p in moved["test"]] == [Path(p).name for p in splits["test"]]
+
+
+def test_shards_partition_the_images(tmp_path):
+    for i in range(7):
+        _save(Image.fromarray(_photo(seed=i)), tmp_path / f"im{i}.png", "PNG")
+    seen = []
+    for index in range(3):
+        ds = pipeline.load_images(tmp_path, 8, shuffle=False, with_paths=True,
+                                  num_shards=3, shard_index=index)
+        seen += [p.decode() for _, batch in ds.as_numpy_iterator() for p in batch]
+    assert sorted(seen) == sorted(pipeline.find_images(tmp_path))
+    with pytest.raises(DataError, match="shard_index 3"):
+        pipeline.load_images(tmp_path, num_shards=3, shard_index=3)
+
+
+def test_shuffle_is_seeded_and_reshuffles_each_epoch(tmp_path):
+    for i in range(12):
+        _save(Image.fromarray(_photo(seed=i)), tmp_path / f"im{i:02d}.png", "PNG")
+
+    def order(ds):
+        return [p.decode() for _, b in ds.as_numpy_iterator() for p in b]
+
+    ds = pipeline.load_images(tmp_path, 8, seed=3, with_paths=True)
+    first, second = order(ds), order(ds)
+    assert sorted(first) == sorted(second) and first != second
+    again = pipeline.load_images(tmp_path, 8, seed=3, with_paths=True)
+    assert order(again) == first
+
+
+def test_tfrecords_round_trip_with_names_and_skipped_files(mixed_folder, tmp_path):
+    root, good, bad = mixed_folder
+    out = tmp_path / "shards"
+    index = pipeline.write_tfrecords(root, out, image_size=24, images_per_shard=4, image_format="png")
+    assert index["count"] == len(good)
+    assert len(index["shards"]) == 3
+    assert sorted(Path(s["path"]).name for s in index["skipped"]) == sorted(Path(b).name for b in bad)
+    assert json.loads((out / "index.json").read_text())["count"] == len(good)
+    assert not list(out.glob("*.partial"))
+    assert pipeline.is_tfrecord_source(out)
+    from_records = pipeline.load_images(out, 24, shuffle=False, batch_size=None, with_paths=True)
+    records = {n.decode(): im for im, n in from_records.as_numpy_iterator()}
+    assert sorted(records) == good
+    from_files = pipeline.load_images(root, 24, shuffle=False, batch_size=None, with_paths=True)
+    for image, path in from_files.as_numpy_iterator():
+        name = str(Path(path.decode()).relative_to(root))
+        # PNG in the shards is lossless: only the 8-bit rounding differs.
+        assert np.abs(records[name] - image).max() <= 0.5 / 255 + 1e-6
+    assert pipeline.count_images(out) == len(good)
+
+
+def test_tfrecords_shard_over_workers(tmp_path):
+    for i in range(6):
+        _save(Image.fromarray(_photo(seed=i)), tmp_path / "src" / f"im{i}.png", "PNG")
+    pipeline.write_tfrecords(tmp_path / "src", tmp_path / "rec", 8, images_per_shard=6)
+    names = []
+    for index in range(2):  # one shard file, two workers: split by record
+        ds = pipeline.load_images(tmp_path / "rec", 8, shuffle=False, with_paths=True,
+                                  num_shards=2, shard_index=index)
+        names += [n.decode() for _, b in ds.as_numpy_iterator() for n in b]
+    assert sorted(names) == [f"im{i}.png" for i in range(6)]
+
+
+def test_cli_packs_a_folder_and_rejects_a_missing_one(tmp_path, capsys):
+    for i in range(3):
+        _save(Image.fromarray(_photo(seed=i)), tmp_path / "src" / f"im{i}.jpg", "JPEG")
+    assert pipeline.main(["to-tfrecords", str(tmp_path / "src"), str(tmp_path / "out"), "--size", "16"]) == 0
+    assert (tmp_path / "out" / "index.json").exists()
+    assert pipeline.main(["to-tfrecords", str(tmp_path / "missing"), str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "missing: no such file or folder" in err

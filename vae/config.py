@@ -1,0 +1,246 @@
+"""The β-VAE's configuration: one frozen dataclass with the original project's defaults.
+
+CLI flags are generated from the fields (`--latent-dim 32`), `--config run.json`
+overrides the defaults, explicit flags override the file, and the resolved config
+is saved as `config.json` in every run directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """An invalid setting; the message names the flag and what to do."""
+
+
+DATASETS = ("synthetic", "reduced_128", "reduced_256")  # or any folder / TFRecords path
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    """Everything that defines a β-VAE run. Defaults are the original project's."""
+
+    # data
+    data: str = "reduced_128"  # synthetic | reduced_128 | reduced_256 | a folder, list or TFRecords
+    data_root: str = "datasets"  # where downloaded / generated datasets live
+    synthetic_count: int = 4000  # images generated for --data synthetic
+    validation_fraction: float = 0.05  # hash split of one folder (ignored if the dataset has its own)
+    test_fraction: float = 0.05  # hash split of one folder (ignored if the dataset has its own)
+    crop: str = "center"  # center: crop to square then resize | stretch: plain resize (original)
+    cache: bool = False  # cache decoded images in memory (small datasets)
+    # model (original: 6 conv blocks down, 5 up)
+    image_size: int = 128  # pixels per side; divisible by 2**len(encoder_filters) and 2**len(decoder_filters)
+    latent_dim: int = 256  # size of z
+    encoder_filters: tuple[int, ...] = (64, 64, 128, 128, 256, 256)  # one block per entry
+    decoder_filters: tuple[int, ...] = (512, 256, 128, 64, 64)  # one block per entry
+    dense_units: int = 512  # encoder's dense layer before the mean / log-variance heads
+    # loss
+    beta: float = 1.5  # weight of KL(q(z|x) || N(0, I))
+    gamma: float = 0.001  # weight of the VGG16 perceptual loss (0 turns VGG off)
+    perceptual_layer: str = "block2_conv2"  # VGG16 layer compared
+    vgg_weights: str = "imagenet"  # imagenet | a local .h5/.weights.h5 file | none (random: tests only)
+    capacity_max: float = 0.0  # Burgess et al. 2018 KL capacity C in nats (0: off)
+    capacity_steps: int = 100_000  # steps for C to rise linearly from 0 to capacity_max
+    capacity_weight: float = 1000.0  # γ_c in γ_c·|KL − C| (replaces β when capacity is on)
+    kl_warmup_steps: int = 0  # β rises linearly from 0 over these steps (0: off)
+    # optimisation (original: Adam + ExponentialDecay(5e-4, 2500, 0.96, staircase))
+    batch_size: int = 32  # GLOBAL batch, split over all replicas
+    epochs: int = 20  # passes over the training split
+    max_steps: int = 0  # stop after this many steps (0: epochs decide)
+    learning_rate: float = 5e-4  # initial learning rate
+    decay_steps: int = 2500  # exponential decay period
+    decay_rate: float = 0.96  # multiplied in every decay period (staircase)
+    clipnorm: float = 0.0  # global gradient-norm clip (0: off)
+    seed: int = 0  # initialisation, data order and sampling noise
+    # hardware
+    strategy: str = "auto"  # auto | default | one_device | mirrored | multi_worker
+    precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16
+    jit_compile: bool = False  # XLA (slower on CPU, try it on GPU)
+    sync_batchnorm: bool = True  # BatchNorm over the global batch when there are several replicas
+    # monitoring and checkpoints (in steps)
+    validate_every: int = 100  # validation, TensorBoard epoch scalars and the resume point
+    log_every: int = 10  # training scalars to TensorBoard
+    monitor_every: int = 1000  # reconstruction / generation grids
+    checkpoint_every: int = 1000  # numbered weight checkpoints kept in checkpoints/
+    monitor_count: int = 12  # images in each monitor grid (original: 12)
+    monitor_dir: str = ""  # your own photos for the reconstruction grid (default: validation split)
+    validation_steps: int = 0  # batches per validation (0: the whole split)
+    # test and demo
+    demo_count: int = 100  # images generated at the end (original: 100)
+    temperature: float = 1.0  # scale of z ~ N(0, T^2 I) when generating
+
+    def validate(self) -> "VAEConfig":
+        """Raise ConfigError naming the flag of the first invalid setting."""
+        def need(ok: bool, flag: str, message: str):
+            if not ok:
+                raise ConfigError(f"--{flag}: {message}")
+
+        need(self.image_size >= 16, "image-size", f"must be at least 16, got {self.image_size}")
+        for name in ("encoder_filters", "decoder_filters"):
+            blocks = len(getattr(self, name))
+            flag = name.replace("_", "-")
+            need(blocks >= 1 and all(f > 0 for f in getattr(self, name)), flag,
+                 "needs one or more positive filter counts")
+            need(self.image_size % 2**blocks == 0, "image-size",
+                 f"{self.image_size} is not divisible by 2**{blocks} ({2**blocks}), "
+                 f"needed by {blocks} {flag.split('-')[0]} blocks")
+        need(self.latent_dim >= 1, "latent-dim", f"must be at least 1, got {self.latent_dim}")
+        need(self.dense_units >= 1, "dense-units", "must be at least 1")
+        need(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
+        need(self.gamma >= 0, "gamma", f"must be >= 0, got {self.gamma}")
+        need(self.capacity_max >= 0, "capacity-max", "must be >= 0")
+        need(self.capacity_steps >= 1, "capacity-steps", "must be at least 1")
+        need(self.kl_warmup_steps >= 0, "kl-warmup-steps", "must be >= 0")
+        need(self.batch_size >= 1, "batch-size", f"must be at least 1, got {self.batch_size}")
+        need(self.epochs >= 1, "epochs", "must be at least 1")
+        need(self.max_steps >= 0, "max-steps", "must be >= 0")
+        need(self.learning_rate > 0, "learning-rate", "must be > 0")
+        need(self.decay_steps >= 1, "decay-steps", "must be at least 1")
+        need(0 < self.decay_rate <= 1, "decay-rate", "must be in (0, 1]")
+        need(self.strategy in STRATEGIES, "strategy", f"unknown {self.strategy!r}; use one of {STRATEGIES}")
+        need(self.precision in PRECISIONS, "precision", f"unknown {self.precision!r}; use one of {PRECISIONS}")
+        need(self.crop in ("center", "stretch"), "crop", "use center or stretch")
+        need(0 <= self.validation_fraction < 1 and 0 <= self.test_fraction < 1
+             and self.validation_fraction + self.test_fraction < 1,
+             "validation-fraction", "fractions must be in [0, 1) and sum below 1")
+        for flag in ("validate_every", "log_every", "monitor_every", "checkpoint_every", "monitor_count"):
+            need(getattr(self, flag) >= 1, flag.replace("_", "-"), "must be at least 1")
+        need(self.checkpoint_every % self.validate_every == 0, "checkpoint-every",
+             f"must be a multiple of --validate-every ({self.validate_every}): "
+             "checkpoints are taken at validation points")
+        need(self.synthetic_count >= 10, "synthetic-count", "must be at least 10")
+        need(self.demo_count >= 0, "demo-count", "must be >= 0")
+        need(self.temperature > 0, "temperature", "must be > 0")
+        need(self.vgg_weights in ("imagenet", "none") or os.path.isfile(self.vgg_weights)
+             or self.gamma == 0, "vgg-weights",
+             f"{self.vgg_weights}: not 'imagenet', 'none' or an existing weights file")
+        is_named = self.data in DATASETS
+        need(is_named or os.path.exists(self.data) or "*" in self.data, "data",
+             f"{self.data}: unknown dataset and no such file or folder; "
+             f"use one of {', '.join(DATASETS)} or a path")
+        return self
+
+    # ------------------------------------------------------------------ (de)serialisation
+
+    def to_dict(self) -> dict:
+        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+                for f in fields(self)}
+
+    def save(self, path) -> None:
+        """Write the config as JSON (atomically: a crash never leaves half a file)."""
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_dict(cls, values: dict, source: str = "config") -> "VAEConfig":
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
+        return cls(**{k: _coerce(known[k], v, source) for k, v in values.items()})
+
+    @classmethod
+    def load(cls, path) -> "VAEConfig":
+        path = Path(path)
+        try:
+            values = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"--config: {path}: no such file") from None
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"--config: {path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"--config: {path}: expected a JSON object")
+        return cls.from_dict(values, source=str(path))
+
+    def replace(self, **changes) -> "VAEConfig":
+        return dataclasses.replace(self, **changes)
+
+
+def _field_type(f: dataclasses.Field):
+    hints = typing.get_type_hints(VAEConfig)
+    return hints[f.name]
+
+
+def _coerce(f: dataclasses.Field, value, source: str):
+    kind = _field_type(f)
+    try:
+        if typing.get_origin(kind) is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(int(v) for v in items)
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {f.name}={value!r} is not a valid {getattr(kind, '__name__', kind)}") from None
+
+
+PRESETS = {
+    # A few minutes on a laptop CPU: 64-px synthetic façades, a slimmer network.
+    "small": dict(
+        data="synthetic", image_size=64, latent_dim=32,
+        encoder_filters=(32, 32, 64, 64, 128), decoder_filters=(128, 64, 64, 32, 32),
+        # No perceptual loss: offline, there are no ImageNet VGG16 weights to fetch.
+        dense_units=256, beta=1.0, gamma=0.0, epochs=8, batch_size=32,
+        synthetic_count=2000, validate_every=50, monitor_every=100, checkpoint_every=100,
+        learning_rate=1e-3, decay_steps=250, demo_count=36,
+    ),
+    # Seconds: for tests and smoke runs.
+    "tiny": dict(
+        data="synthetic", image_size=32, latent_dim=4, encoder_filters=(8, 8),
+        decoder_filters=(8, 8), dense_units=16, gamma=0.001, vgg_weights="none",
+        epochs=1, batch_size=8, synthetic_count=64, validate_every=4, log_every=2,
+        monitor_every=4, checkpoint_every=4, monitor_count=4, demo_count=4,
+    ),
+}
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One `--flag` per config field (default: unset, so files and presets can fill it)."""
+    parser.add_argument("--config", metavar="FILE", help="JSON file overriding the defaults")
+    parser.add_argument("--preset", choices=sorted(PRESETS), help="a named set of overrides")
+    group = parser.add_argument_group("settings (defaults: the original project's)")
+    for f in fields(VAEConfig):
+        flag = "--" + f.name.replace("_", "-")
+        kind = _field_type(f)
+        default = f.default
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        if kind is bool:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=f"(default: {shown})")
+        else:
+            group.add_argument(flag, dest=f.name, default=None, metavar=f.name.split("_")[-1].upper(),
+                               help=f"(default: {shown})")
+
+
+def config_from_args(args: argparse.Namespace, run_dir_config: Path | None = None) -> VAEConfig:
+    """Defaults < saved run config < --preset < --config file < explicit flags; validated."""
+    values: dict = {}
+    if run_dir_config is not None and run_dir_config.exists():
+        values.update(VAEConfig.load(run_dir_config).to_dict())
+    if getattr(args, "preset", None):
+        values.update(PRESETS[args.preset])
+    if getattr(args, "config", None):
+        values.update(VAEConfig.load(args.config).to_dict())
+    for f in fields(VAEConfig):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            values[f.name] = value
+    config = VAEConfig.from_dict(values, source="flags")
+    return config.validate()

@@ -1,0 +1,135 @@
+"""Choosing where work runs: one strategy object for CPU, one GPU, many GPUs, many workers.
+
+    auto: MultiWorkerMirrored if TF_CONFIG names a cluster, else Mirrored over all GPUs
+          if there are several, OneDevice on a single GPU, the default strategy on CPU.
+
+Also holds the one workaround `fit` needs under MultiWorkerMirroredStrategy in
+Keras 3.15 (keras-team/keras#20585, tensorflow/tensorflow#72388), applied only
+when that strategy is created.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+import tensorflow as tf
+
+log = logging.getLogger(__name__)
+
+
+def cluster_spec_from_env() -> dict | None:
+    """The `cluster` of TF_CONFIG if it names more than one task, else None."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return None
+    try:
+        cluster = json.loads(raw).get("cluster", {})
+    except (json.JSONDecodeError, AttributeError):
+        raise ValueError("TF_CONFIG is not a JSON object with a 'cluster' entry") from None
+    tasks = sum(len(v) for v in cluster.values())
+    return cluster if tasks > 1 else None
+
+
+def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
+    """The strategy for `name` (see module docstring); logs what was chosen and why."""
+    gpus = tf.config.list_logical_devices("GPU")
+    if name == "auto":
+        if cluster_spec_from_env():
+            name = "multi_worker"
+        elif len(gpus) > 1:
+            name = "mirrored"
+        elif len(gpus) == 1:
+            name = "one_device"
+        else:
+            name = "default"
+    if name == "default":
+        strategy = tf.distribute.get_strategy()
+    elif name == "one_device":
+        strategy = tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+    elif name == "mirrored":
+        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
+        strategy = tf.distribute.MirroredStrategy(devices)
+    elif name == "multi_worker":
+        patch_keras_for_multi_worker()
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        raise ValueError(f"--strategy: unknown {name!r}")
+    log.info("strategy: %s with %d replica(s)", type(strategy).__name__, strategy.num_replicas_in_sync)
+    return strategy
+
+
+def is_multi_worker(strategy) -> bool:
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def worker_index() -> int:
+    """This worker's index in TF_CONFIG (0 when not in a cluster)."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return 0
+    return int(json.loads(raw).get("task", {}).get("index", 0))
+
+
+def is_chief() -> bool:
+    """The worker that writes shared outputs (TensorBoard, exports, monitor images)."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return True
+    config = json.loads(raw)
+    task = config.get("task", {})
+    if "chief" in config.get("cluster", {}):
+        return task.get("type") == "chief"
+    return int(task.get("index", 0)) == 0
+
+
+_PATCHED = False
+
+
+def patch_keras_for_multi_worker() -> None:
+    """Make `fit`/`evaluate` work under MultiWorkerMirroredStrategy (written for Keras 3.15.1).
+
+    A. `reduce_per_replica` reduces scalar logs with `strategy.reduce("MEAN", v, axis=0)`,
+       which raises "Invalid reduction dimension 0 for input with 0 dimensions"; an
+       element-wise mean over replicas (axis=None) is what the single-worker path computes.
+    B. `_maybe_symbolic_build` all-reduces a whole data batch across workers just to
+       learn its shapes and fails on PerReplica values; the first local replica's batch
+       has the same shapes and dtypes.
+    Idempotent; touches nothing unless a MultiWorker strategy is being created.
+    """
+    global _PATCHED
+    if _PATCHED:
+        return
+    from keras.src.backend.tensorflow import trainer as tf_trainer
+    from keras.src import tree
+
+    original_reduce = tf_trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if is_multi_worker(strategy) and reduction in ("auto", "mean"):
+            return tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original_reduce(values, strategy, reduction)
+
+    original_build = tf_trainer.TensorFlowTrainer._maybe_symbolic_build
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self._distribute_strategy
+        if strategy is None or not is_multi_worker(strategy) or iterator is None:
+            return original_build(self, iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            batch = next(it)
+            data_batch = tree.map_structure(
+                lambda v: strategy.experimental_local_results(v)[0]
+                if isinstance(v, tf.distribute.DistributedValues) else v,
+                batch,
+            )
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    tf_trainer.reduce_per_replica = reduce_per_replica
+    tf_trainer.TensorFlowTrainer._maybe_symbolic_build = _maybe_symbolic_build
+    _PATCHED = True
+    log.info("patched Keras %s for MultiWorkerMirroredStrategy (keras-team/keras#20585)",
+             __import__("keras").__version__)

@@ -1,0 +1,258 @@
+"""The β-VAE: a sampling layer, the original's encoder and decoder, and the training model.
+
+Architecture as in the original project (see DESIGN.md), with its defects fixed:
+linear mean / log-variance heads (the original's ReLU forced σ ≥ 1), a decoder start
+grid that follows the image size, one optimizer update per step, and losses scaled
+by the global batch so that any number of replicas gives the single-device gradient.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+from keras import layers, ops
+
+from vae import losses
+from vae.config import VAEConfig
+
+PACKAGE = "castle_dreamer"
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class Sampling(layers.Layer):
+    """z = μ + σ·ε with ε ~ N(0, I): the reparameterisation trick (Kingma & Welling 2014).
+
+    With `seed` (a (2,) int tensor) the noise is stateless: the training step seeds
+    it with (step, replica), so replicas draw different noise and runs repeat. A
+    SeedGenerator would give every replica the SAME noise under tf.distribute.
+    """
+
+    def __init__(self, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, z_mean, z_log_var, seed=None):
+        z_mean = ops.cast(z_mean, "float32")
+        z_log_var = ops.clip(ops.cast(z_log_var, "float32"), *losses.LOG_VAR_RANGE)
+        if seed is None:
+            epsilon = keras.random.normal(ops.shape(z_mean), seed=self.seed_generator)
+        else:
+            epsilon = tf.random.stateless_normal(tf.shape(z_mean), seed=seed, dtype=tf.float32)
+        return z_mean + ops.exp(0.5 * z_log_var) * epsilon
+
+    def get_config(self):
+        return {**super().get_config(), "seed": self.seed}
+
+
+@keras.saving.register_keras_serializable(package=PACKAGE)
+class GlobalBatchNormalization(layers.BatchNormalization):
+    """BatchNormalization whose statistics cover the global batch of all replicas.
+
+    Keras's `synchronized=True` computes var = E[x²] − E[x]² from all-reduced sums,
+    which cancels badly in float32 when |mean| ≫ std: on 2 replicas it gave gradients
+    1e-3 (relative) away from one device's. Here the mean is all-reduced first, then
+    the centred squares (two passes, as tf.nn.moments does on one device), so N
+    replicas match one device to float32 rounding. The all-reduce's gradient is an
+    all-reduce, so the backward pass is exact too.
+    """
+
+    def _moments(self, inputs, mask):
+        context = tf.distribute.get_replica_context()
+        if mask is not None or context is None or context.num_replicas_in_sync == 1:
+            return super()._moments(inputs, mask)
+        x = tf.cast(inputs, tf.float32)
+        axes = self._reduction_axes
+        count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), tf.float32)
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
+        mean = context.all_reduce(
+            tf.distribute.ReduceOp.SUM, tf.reduce_sum(x, axes, keepdims=True)) / total
+        squares = tf.reduce_sum(tf.square(x - mean), axes, keepdims=True)
+        variance = context.all_reduce(tf.distribute.ReduceOp.SUM, squares) / total
+        mean, variance = tf.squeeze(mean, axes), tf.squeeze(variance, axes)
+        return tf.cast(mean, inputs.dtype), tf.cast(variance, inputs.dtype)
+
+
+def _conv_bn_relu(x, filters: int, name: str, dtype, sync_bn: bool = False):
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv", dtype=dtype)(x)
+    norm = GlobalBatchNormalization if sync_bn else layers.BatchNormalization
+    x = norm(name=f"{name}_bn", dtype=dtype)(x)
+    return layers.ReLU(name=f"{name}_relu", dtype=dtype)(x)
+
+
+def build_encoder(config: VAEConfig, dtype=None, sync_bn: bool = False) -> keras.Model:
+    """(B, S, S, 3) images in [0, 1] → (z_mean, z_log_var), each (B, latent_dim), float32.
+
+    sync_bn: BatchNorm statistics over the global batch (all replicas), so that N
+    replicas compute exactly what one device computes on the same batch.
+    """
+    images = keras.Input((config.image_size, config.image_size, 3), name="images")
+    x = images
+    for i, filters in enumerate(config.encoder_filters, start=1):
+        x = _conv_bn_relu(x, filters, f"enc{i}a", dtype, sync_bn)
+        x = _conv_bn_relu(x, filters, f"enc{i}b", dtype, sync_bn)
+        x = layers.MaxPooling2D(2, name=f"enc{i}_pool", dtype=dtype)(x)
+    x = layers.Flatten(name="flatten", dtype=dtype)(x)
+    x = layers.Dense(config.dense_units, activation="relu", name="dense", dtype=dtype)(x)
+    # Linear heads in float32: log σ² must be free to go negative (σ < 1).
+    z_mean = layers.Dense(config.latent_dim, name="z_mean", dtype="float32")(x)
+    z_log_var = layers.Dense(config.latent_dim, name="z_log_var", dtype="float32")(x)
+    return keras.Model(images, [z_mean, z_log_var], name="encoder")
+
+
+def decoder_grid(config: VAEConfig) -> int:
+    """Side of the decoder's first feature map: image_size / 2**blocks (4 at 128 px)."""
+    return config.image_size // 2 ** len(config.decoder_filters)
+
+
+def build_decoder(config: VAEConfig, dtype=None, sync_bn: bool = False) -> keras.Model:
+    """(B, latent_dim) codes → (B, S, S, 3) images in [0, 1], float32."""
+    grid, first = decoder_grid(config), config.decoder_filters[0]
+    z = keras.Input((config.latent_dim,), name="z")
+    x = layers.Dense(grid * grid * first, activation="relu", name="dense", dtype=dtype)(z)
+    x = layers.Reshape((grid, grid, first), name="grid", dtype=dtype)(x)
+    for i, filters in enumerate(config.decoder_filters, start=1):
+        x = layers.UpSampling2D(2, name=f"dec{i}_up", dtype=dtype)(x)
+        x = _conv_bn_relu(x, filters, f"dec{i}a", dtype, sync_bn)
+        x = _conv_bn_relu(x, filters, f"dec{i}b", dtype, sync_bn)
+    images = layers.Conv2D(3, 3, padding="same", activation="sigmoid", name="rgb", dtype="float32")(x)
+    return keras.Model(z, images, name="decoder")
+
+
+class VAE(keras.Model):
+    """β-VAE with reconstruction + β·KL + γ·perceptual loss and one tracker per term."""
+
+    def __init__(self, encoder, decoder, feature_extractor=None, *, config: VAEConfig, **kwargs):
+        super().__init__(**kwargs)
+        self.encoder = encoder
+        self.decoder = decoder
+        self.feature_extractor = feature_extractor
+        self.config = config
+        self.sampling = Sampling(seed=config.seed, name="sampling")
+        names = ["loss", "reconstruction", "kl", "perceptual", "active_dims"]
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def call(self, images, training=False):
+        """Reconstruct from the posterior mean (deterministic)."""
+        z_mean, _ = self.encoder(images, training=training)
+        return self.decoder(z_mean, training=training)
+
+    # ------------------------------------------------------------------ schedules
+
+    def kl_weight(self, step):
+        """β, ramped linearly from 0 over `kl_warmup_steps` if warm-up is on."""
+        beta = tf.constant(self.config.beta, tf.float32)
+        if self.config.kl_warmup_steps <= 0:
+            return beta
+        ramp = tf.cast(step, tf.float32) / float(self.config.kl_warmup_steps)
+        return beta * tf.minimum(1.0, ramp)
+
+    def capacity(self, step):
+        """C in nats, rising linearly to `capacity_max` over `capacity_steps` (Burgess et al.)."""
+        ramp = tf.cast(step, tf.float32) / float(self.config.capacity_steps)
+        return self.config.capacity_max * tf.minimum(1.0, ramp)
+
+    # ------------------------------------------------------------------ loss
+
+    def loss_terms(self, images, seed, training: bool):
+        """Per-image loss terms (each (B,), float32) and the per-dimension KL (B, D)."""
+        z_mean, z_log_var = self.encoder(images, training=training)
+        z = self.sampling(z_mean, z_log_var, seed=seed)
+        reconstructions = self.decoder(z, training=training)
+        recon = losses.reconstruction_loss(images, reconstructions)
+        kl_dims = losses.kl_per_dimension(z_mean, z_log_var)
+        kl = tf.reduce_sum(kl_dims, axis=1)
+        if self.feature_extractor is not None and self.config.gamma > 0:
+            perceptual = losses.perceptual_loss(self.feature_extractor, images, reconstructions)
+        else:
+            perceptual = tf.zeros_like(recon)
+        step = self.optimizer.iterations if self.optimizer is not None else 0
+        if self.config.capacity_max > 0:
+            kl_term = losses.capacity_objective(kl, self.capacity(step), self.config.capacity_weight)
+        else:
+            kl_term = self.kl_weight(step) * kl
+        total = recon + kl_term + self.config.gamma * perceptual
+        terms = {"loss": total, "reconstruction": recon, "kl": kl, "perceptual": perceptual}
+        return terms, kl_dims
+
+    def _seed(self, stream: int):
+        """A stateless seed unique to (run seed, stream, step, replica)."""
+        context = tf.distribute.get_replica_context()
+        replica = tf.cast(context.replica_id_in_sync_group if context else 0, tf.int64)
+        replicas = context.num_replicas_in_sync if context else 1
+        step = tf.cast(self.optimizer.iterations, tf.int64) if stream == 0 else tf.constant(0, tf.int64)
+        return tf.stack([tf.constant(self.config.seed * 2 + stream, tf.int64), step * replicas + replica])
+
+    def _update_trackers(self, terms, kl_dims):
+        for name, values in terms.items():
+            self.trackers[name].update_state(values)
+        # Active dimensions: batch-mean KL above 0.01 nats (a collapsed dim carries ~0).
+        active = tf.reduce_sum(tf.cast(tf.reduce_mean(kl_dims, axis=0) > 0.01, tf.float32))
+        self.trackers["active_dims"].update_state(active)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    def build(self, input_shape=None):
+        # Encoder and decoder are functional (built at creation); Sampling has no weights.
+        self.sampling.built = True
+        self.built = True
+
+    def train_step(self, data):
+        images = data[0] if isinstance(data, tuple) else data
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync if context else 1
+        global_batch = tf.shape(images)[0] * replicas
+        with tf.GradientTape() as tape:
+            terms, kl_dims = self.loss_terms(images, self._seed(0), training=True)
+            # Gradients of all replicas are SUMMED when applied: divide by the global batch.
+            loss = tf.nn.compute_average_loss(terms["loss"], global_batch_size=global_batch)
+            scaled = self.optimizer.scale_loss(loss)  # loss scaling for mixed_float16
+        gradients = tape.gradient(scaled, self.trainable_variables)
+        self.optimizer.apply(gradients, self.trainable_variables)
+        return self._update_trackers(terms, kl_dims)
+
+    def test_step(self, data):
+        images = data[0] if isinstance(data, tuple) else data
+        terms, kl_dims = self.loss_terms(images, self._seed(1), training=False)
+        return self._update_trackers(terms, kl_dims)
+
+
+def learning_rate_schedule(config: VAEConfig):
+    """The original's schedule: ExponentialDecay(5e-4, 2500, 0.96, staircase=True)."""
+    return keras.optimizers.schedules.ExponentialDecay(
+        config.learning_rate, config.decay_steps, config.decay_rate, staircase=True
+    )
+
+
+def build_vae(config: VAEConfig, *, vgg_from_checkpoint: bool = False) -> VAE:
+    """Encoder, decoder and (if γ > 0) the frozen VGG16 feature extractor, compiled, built.
+
+    vgg_from_checkpoint: build VGG16 without fetching weights, because a checkpoint
+    about to be loaded holds them.
+    """
+    dtype = None if config.precision == "float32" else config.precision
+    # Built inside the caller's strategy scope: sync BatchNorm only if there are replicas.
+    sync_bn = config.sync_batchnorm and tf.distribute.get_strategy().num_replicas_in_sync > 1
+    encoder = build_encoder(config, dtype, sync_bn)
+    decoder = build_decoder(config, dtype, sync_bn)
+    extractor = None
+    if config.gamma > 0:
+        extractor = losses.build_feature_extractor(
+            config.image_size, config.perceptual_layer,
+            "checkpoint" if vgg_from_checkpoint else config.vgg_weights, dtype=dtype,
+        )
+    vae = VAE(encoder, decoder, extractor, config=config, name="vae")
+    optimizer = keras.optimizers.Adam(
+        learning_rate_schedule(config), clipnorm=config.clipnorm or None
+    )
+    if config.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    vae.compile(optimizer=optimizer, jit_compile=config.jit_compile)
+    # Build everything (model and optimizer) before fit: BackupAndRestore and weight
+    # loading need the variables to exist, or optimizer state is silently not restored.
+    vae(tf.zeros((1, config.image_size, config.image_size, 3)))
+    vae.optimizer.build(vae.trainable_variables)
+    return vae

@@ -1,0 +1,191 @@
+"""Training callbacks that watch a run: TensorBoard scalars and image grids, checkpoints,
+resumable backups and a guard against non-finite losses.
+
+All step numbers are the optimizer's global step, so curves from a resumed run
+continue where the killed one stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+log = logging.getLogger(__name__)
+
+
+def make_grid(images, columns: int | None = None, pad: int = 2) -> np.ndarray:
+    """(N, H, W, 3) floats in [0, 1] → one (rows·H, cols·W, 3) uint8 image with white gaps."""
+    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
+    count, height, width, _ = images.shape
+    columns = columns or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / columns)
+    grid = np.ones((rows * (height + pad) + pad, columns * (width + pad) + pad, 3), np.float32)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        top, left = pad + r * (height + pad), pad + c * (width + pad)
+        grid[top:top + height, left:left + width] = image
+    return np.round(grid * 255).astype(np.uint8)
+
+
+def save_png(array: np.ndarray, path) -> Path:
+    """Write a uint8 image atomically (temp file, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    Image.fromarray(array).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path
+
+
+def global_step(model) -> int:
+    return int(model.optimizer.iterations.numpy())
+
+
+class NonFiniteGuard(keras.callbacks.Callback):
+    """Stop at the first non-finite loss, before any checkpoint can save the bad weights.
+
+    Put it FIRST in the callback list. `bad_step` tells the caller what happened.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.bad_step: int | None = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.bad_step = global_step(self.model)
+            self.model.stop_training = True
+            log.error("non-finite loss (%s) at step %d: stopping", float(loss), self.bad_step)
+
+
+class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that never overwrites the last good backup with non-finite weights."""
+
+    def __init__(self, backup_dir, guard: NonFiniteGuard, **kwargs):
+        super().__init__(backup_dir, **kwargs)
+        self.guard = guard
+
+    def _save_model(self):
+        if self.guard.bad_step is None:
+            super()._save_model()
+
+
+class StepCheckpoint(keras.callbacks.Callback):
+    """Numbered weight files every `every` steps (at validation points), the last `keep` kept."""
+
+    def __init__(self, directory, every: int, guard: NonFiniteGuard, keep: int = 3):
+        super().__init__()
+        self.directory, self.every, self.guard, self.keep = Path(directory), every, guard, keep
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = global_step(self.model)
+        if step % self.every or self.guard.bad_step is not None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        final = self.directory / f"step-{step:08d}.weights.h5"
+        tmp = self.directory / f"tmp-{step:08d}.weights.h5"
+        self.model.save_weights(tmp)
+        os.replace(tmp, final)
+        for old in sorted(self.directory.glob("step-*.weights.h5"))[:-self.keep]:
+            old.unlink()
+
+
+class ScalarLogger(keras.callbacks.Callback):
+    """Train scalars every `every` steps, validation scalars at each validation, and the LR.
+
+    Writes `train/` and `validation/` TensorBoard runs with matching tags, so the
+    two curves of each loss term overlay in one chart.
+    """
+
+    def __init__(self, log_dir, every: int):
+        super().__init__()
+        self.log_dir, self.every = Path(log_dir), every
+        self._writers: dict[str, tf.summary.SummaryWriter] = {}
+
+    def writer(self, name: str):
+        if name not in self._writers:
+            self._writers[name] = tf.summary.create_file_writer(str(self.log_dir / name))
+        return self._writers[name]
+
+    def _learning_rate(self) -> float:
+        optimizer = self.model.optimizer
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)
+        rate = optimizer.learning_rate
+        return float(keras.ops.convert_to_numpy(rate))
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = global_step(self.model)
+        if step % self.every:
+            return
+        with self.writer("train").as_default(step=step):
+            for name, value in (logs or {}).items():
+                tf.summary.scalar(f"loss/{name}" if name != "active_dims" else "latent/active_dims",
+                                  float(value))
+            tf.summary.scalar("optimizer/learning_rate", self._learning_rate())
+
+    def on_epoch_end(self, epoch, logs=None):
+        step = global_step(self.model)
+        values = {k[4:]: v for k, v in (logs or {}).items() if k.startswith("val_")}
+        if not values:
+            return
+        with self.writer("validation").as_default(step=step):
+            for name, value in values.items():
+                tf.summary.scalar(f"loss/{name}" if name != "active_dims" else "latent/active_dims",
+                                  float(value))
+
+    def on_train_end(self, logs=None):
+        for writer in self._writers.values():
+            writer.flush()
+
+
+class Monitor(keras.callbacks.Callback):
+    """Every `every` steps: reconstructions of fixed images and decodings of fixed codes.
+
+    As in the original (12 photos, 12 random latent vectors, every 1000 steps), saved
+    as PNG grids under `image_dir` and as TensorBoard images. Also draws at the start,
+    so step 0 shows what an untrained model does.
+    """
+
+    def __init__(self, log_dir, image_dir, images, latents, every: int):
+        super().__init__()
+        self.log_dir, self.image_dir, self.every = Path(log_dir), Path(image_dir), every
+        self.images = np.asarray(images, np.float32)  # (N, S, S, 3) in [0, 1]
+        self.latents = np.asarray(latents, np.float32)  # (N, latent_dim)
+        self._writer = None
+
+    def draw(self, step: int) -> dict[str, np.ndarray]:
+        recon = keras.ops.convert_to_numpy(self.model(self.images, training=False))
+        pairs = np.concatenate([self.images, recon])  # top row: inputs, bottom row: outputs
+        generated = keras.ops.convert_to_numpy(self.model.decoder(self.latents, training=False))
+        grids = {
+            "reconstructions": make_grid(pairs, columns=len(self.images)),
+            "generations": make_grid(generated),
+        }
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.log_dir / "train"))
+        with self._writer.as_default(step=step):
+            for name, grid in grids.items():
+                tf.summary.image(f"monitor/{name}", grid[None], max_outputs=1)
+                save_png(grid, self.image_dir / f"{name}_step-{step:08d}.png")
+        self._writer.flush()
+        return grids
+
+    def on_train_begin(self, logs=None):
+        step = global_step(self.model)
+        if step == 0:
+            self.draw(0)
+        else:
+            log.info("resumed at step %d", step)
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = global_step(self.model)
+        if step % self.every == 0:
+            self.draw(step)

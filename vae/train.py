@@ -1,0 +1,200 @@
+"""Training the β-VAE with `fit`: strategy, data, callbacks, resume and export.
+
+Training runs in rounds of `validate_every` steps (Keras "epochs"): after each round
+come validation, TensorBoard's validation scalars and a backup, so a killed run
+restarted with the same command resumes at the last round (its global step, learning
+rate and Adam moments included).
+
+Run directory:
+    config.json             the resolved config
+    backup/worker-<i>/      BackupAndRestore state (resume point)
+    checkpoints/            numbered weights every `checkpoint_every` steps
+    logs/train, logs/validation, logs/test   TensorBoard
+    monitor/                reconstruction and generation grids over training
+    history.csv             per-round train and validation losses
+    encoder.keras, decoder.keras, vae.weights.h5   exported at the end
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from data import datasets, pipeline
+from vae import distribute, monitor
+from vae.config import ConfigError, VAEConfig
+from vae.model import VAE, build_vae
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the message says what to try."""
+
+
+class DataUnavailable(RuntimeError):
+    """A named dataset could not be downloaded (no network, server error, bad checksum)."""
+
+
+def prepare_run_dir(config: VAEConfig, run_dir) -> Path:
+    """Create the run directory, or check that a started run in it has this config."""
+    run_dir = Path(run_dir)
+    saved = run_dir / "config.json"
+    started = any((run_dir / "backup").glob("worker-*/training_metadata.json"))
+    if saved.exists() and started:
+        previous = VAEConfig.load(saved)
+        changed = [k for k, v in config.to_dict().items() if previous.to_dict().get(k) != v
+                   and k not in RESUMABLE_CHANGES]
+        if changed:
+            raise ConfigError(
+                f"--run-dir: {run_dir} holds a run with different settings "
+                f"({', '.join(changed)}); use a new --run-dir or the same settings to resume"
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if distribute.is_chief():
+        config.save(saved)
+    return run_dir
+
+
+# Settings that may differ when a run is resumed (they do not change the model or data).
+RESUMABLE_CHANGES = {"epochs", "max_steps", "monitor_every", "log_every", "checkpoint_every",
+                     "demo_count", "temperature", "validation_steps", "strategy", "jit_compile",
+                     "monitor_dir", "data_root"}
+
+
+def resolve_splits(config: VAEConfig) -> datasets.Splits:
+    """The dataset's three splits; a failed download says how to run offline."""
+    from data import download
+
+    try:
+        return datasets.resolve(
+            config.data, config.data_root, image_size=config.image_size,
+            synthetic_count=config.synthetic_count, seed=config.seed,
+            validation=config.validation_fraction, test=config.test_fraction,
+            progress=sys.stderr.isatty(),
+        )
+    except download.DownloadError as err:
+        raise DataUnavailable(f"--data {config.data}: {err}; to run offline use --data synthetic") from None
+
+
+def monitor_images(config: VAEConfig, splits: datasets.Splits) -> np.ndarray:
+    """The fixed images of the reconstruction grid: --monitor-dir or the validation split."""
+    source = config.monitor_dir or splits.validation
+    ds = pipeline.load_images(source, config.image_size, batch_size=None, shuffle=False,
+                              crop=config.crop)
+    return pipeline.to_numpy(ds, limit=config.monitor_count)
+
+
+def monitor_latents(config: VAEConfig) -> np.ndarray:
+    """The fixed codes of the generation grid (seeded, so every run shows the same ones)."""
+    rng = np.random.default_rng(config.seed + 12345)
+    return rng.standard_normal((config.monitor_count, config.latent_dim)).astype(np.float32)
+
+
+def count_train_images(source) -> int:
+    return pipeline.count_images(source)
+
+
+def train(config: VAEConfig, run_dir, *, verbose: int | None = None) -> VAE:
+    """Train (or resume) a β-VAE in `run_dir`; returns the trained model."""
+    # MultiWorker needs its strategy before any other TensorFlow op runs.
+    strategy = distribute.make_strategy(config.strategy)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ConfigError(f"--batch-size: {config.batch_size} is not divisible by the "
+                          f"{replicas} replicas; use a multiple of {replicas}")
+    splits = resolve_splits(config)
+    run_dir = prepare_run_dir(config, run_dir)
+    train_count = count_train_images(splits.train)
+    steps_per_epoch = train_count // config.batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"--batch-size: {config.batch_size} is larger than the "
+                          f"{train_count} training images")
+    total_steps = config.max_steps or config.epochs * steps_per_epoch
+    rounds = math.ceil(total_steps / config.validate_every)
+    log.info("training on %d images: %d steps (%d rounds of %d), global batch %d over %d replica(s)",
+             train_count, rounds * config.validate_every, rounds, config.validate_every,
+             config.batch_size, replicas)
+
+    load = dict(image_size=config.image_size, crop=config.crop, cache=config.cache)
+    train_ds = pipeline.load_images(
+        splits.train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
+        repeat=True, drop_remainder=True, **load)
+    val_ds = pipeline.load_images(splits.validation, batch_size=config.batch_size,
+                                  shuffle=False, **load)
+    if distribute.is_multi_worker(strategy):
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+        train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
+
+    with strategy.scope():
+        vae = build_vae(config)
+
+    chief = distribute.is_chief()
+    guard = monitor.NonFiniteGuard()
+    callbacks: list[keras.callbacks.Callback] = [
+        guard,  # first: it must see a bad loss before anything saves the weights
+        monitor.SafeBackupAndRestore(
+            run_dir / "backup" / f"worker-{distribute.worker_index()}", guard,
+            save_freq="epoch", double_checkpoint=True, delete_checkpoint=False),
+    ]
+    if chief:
+        callbacks += [
+            monitor.StepCheckpoint(run_dir / "checkpoints", config.checkpoint_every, guard),
+            monitor.ScalarLogger(run_dir / "logs", config.log_every),
+            monitor.Monitor(run_dir / "logs", run_dir / "monitor", monitor_images(config, splits),
+                            monitor_latents(config), config.monitor_every),
+            keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        ]
+    if verbose is None:
+        verbose = 1 if sys.stdout.isatty() else 2
+    vae.fit(
+        train_ds, epochs=rounds, steps_per_epoch=config.validate_every,
+        validation_data=val_ds, validation_steps=config.validation_steps or None,
+        callbacks=callbacks, verbose=verbose, shuffle=False,  # the dataset shuffles
+    )
+    if guard.bad_step is not None:
+        raise TrainingError(
+            f"the loss became non-finite at step {guard.bad_step}; the last good state is in "
+            f"{run_dir / 'backup'} and {run_dir / 'checkpoints'}; try a lower --learning-rate "
+            "or --clipnorm 1.0, then run the same command to resume"
+        )
+    if chief:
+        export(vae, run_dir)
+    return vae
+
+
+def _atomic_save(save, path: Path) -> None:
+    tmp = path.with_name("tmp-" + path.name)
+    save(str(tmp))
+    os.replace(tmp, path)
+
+
+def export(vae: VAE, run_dir) -> None:
+    """encoder.keras and decoder.keras for inference anywhere, vae.weights.h5 for resuming."""
+    run_dir = Path(run_dir)
+    _atomic_save(vae.encoder.save, run_dir / "encoder.keras")
+    _atomic_save(vae.decoder.save, run_dir / "decoder.keras")
+    _atomic_save(vae.save_weights, run_dir / "vae.weights.h5")
+    log.info("exported encoder.keras, decoder.keras and vae.weights.h5 to %s", run_dir)
+
+
+def load_trained(run_dir) -> tuple[VAEConfig, VAE]:
+    """Rebuild a run's VAE from its config.json and load its final weights."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.json").exists():
+        raise ConfigError(f"--run-dir: {run_dir} has no config.json; train first")
+    weights = run_dir / "vae.weights.h5"
+    if not weights.exists():
+        raise ConfigError(f"--run-dir: {run_dir} has no vae.weights.h5; finish training first")
+    config = VAEConfig.load(run_dir / "config.json").replace(strategy="default")
+    vae = build_vae(config, vgg_from_checkpoint=True)
+    vae.load_weights(str(weights))
+    return config, vae
