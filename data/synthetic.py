@@ -55,7 +55,7 @@ Colour = tuple[int, int, int]
 
 WALL_COLOURS: tuple[Colour, ...] = ((212, 184, 138), (158, 72, 52), (236, 233, 224), (128, 130, 134))
 # Per wall colour: (course spacing as a fraction of the image, or 0 for smooth render;
-# course-line colour; vertical joints every this many courses' width, or 0 for none).
+# course-line colour; spacing of staggered vertical joints, or 0 for none).
 _WALL_TEXTURE = (
     (0.030, (186, 158, 112), 0.070),  # sandstone ashlar
     (0.016, (184, 120, 100), 0.0),  # red brick, light mortar
@@ -239,11 +239,11 @@ def _background(sky: int, canvas: int) -> Image.Image:
     return image
 
 
-def _wall_texture(pen: _Pen, x0, y0, x1, y1, wall: int, light, gain):
+def _wall_texture(pen: _Pen, x0, y0, x1, y1, wall: int, light):
     spacing, colour, joint = _WALL_TEXTURE[wall]
     if spacing * pen.s < 4:  # too fine to draw at this size: leave the wall plain
         return
-    colour = _shade(_lit(colour, light), gain)
+    colour = _lit(colour, light)
     y = y1 - spacing
     row = 0
     while y > y0 + spacing * 0.3:
@@ -257,7 +257,7 @@ def _wall_texture(pen: _Pen, x0, y0, x1, y1, wall: int, light, gain):
         row += 1
 
 
-def _tower(pen: _Pen, cx: float, side: int, top: float, wall: Colour, texture_args, light, gain, flag: bool):
+def _tower(pen: _Pen, cx: float, side: int, top: float, wall: Colour, texture_args, light, flag: bool):
     """A crenellated tower centred at cx; side -1/+1 is the outer side, lit less (it turns away)."""
     x0, x1 = cx - _TOWER_W / 2, cx + _TOWER_W / 2
     pen.rect(x0, top, x1, _GROUND_Y, wall)
@@ -285,7 +285,7 @@ def _tower(pen: _Pen, cx: float, side: int, top: float, wall: Colour, texture_ar
     if flag:
         pen.line(((cx, top - 0.058), (cx, top - 0.13)), _lit((60, 50, 45), light), width=max(1, pen.px(0.005)))
         pen.poly(((cx, top - 0.13), (cx + side * 0.06, top - 0.112), (cx, top - 0.094)),
-                 _shade(_lit((196, 36, 44), light), gain))
+                 _lit((196, 36, 44), light))
 
 
 def _window(pen: _Pen, cx, y0, w, h, frame, glass, glass_hi, lintel, sill):
@@ -300,8 +300,8 @@ def _window(pen: _Pen, cx, y0, w, h, frame, glass, glass_hi, lintel, sill):
     pen.rect(x0 - 0.007, y1, x1 + 0.007, y1 + 0.009, sill)
 
 
-def _roof(pen: _Pen, kind: int, x0, y0, x1, wall: Colour, wall_i: int, light, gain):
-    stone = _shade(_lit((196, 194, 186) if wall_i == 2 else (226, 220, 204), light), gain)
+def _roof(pen: _Pen, kind: int, x0, y0, x1, wall: Colour, wall_i: int, light):
+    stone = _lit((196, 194, 186) if wall_i == 2 else (226, 220, 204), light)
     cx, half = (x0 + x1) / 2, (x1 - x0) / 2
     if kind == 0:  # flat: cornice and parapet with a coping
         pen.rect(x0, y0 - 0.045, x1, y0 - 0.012, wall)
@@ -314,15 +314,15 @@ def _roof(pen: _Pen, kind: int, x0, y0, x1, wall: Colour, wall_i: int, light, ga
     if kind in (1, 2):  # gables: terracotta shallow, slate steep
         pitch, colour, lines = ((0.34, (190, 96, 58), (160, 74, 44)) if kind == 1
                                 else (0.72, (72, 80, 96), (98, 106, 124)))
-        colour, lines = _shade(_lit(colour, light), gain), _shade(_lit(lines, light), gain)
+        colour, lines = _lit(colour, light), _lit(lines, light)
         over = 0.025
         rise = pitch * (half + over)
         ex0, ex1, apex = x0 - over, x1 + over, y0 - rise
         if kind == 2:  # chimney behind the slope
             chim_x = cx + 0.5 * half
             chim_top = apex + rise * 0.35
-            pen.rect(chim_x - 0.018, chim_top, chim_x + 0.018, y0 - 0.01, _shade(_lit((150, 72, 52), light), gain))
-            pen.rect(chim_x - 0.023, chim_top - 0.012, chim_x + 0.023, chim_top, _shade(_lit((110, 110, 114), light), gain))
+            pen.rect(chim_x - 0.018, chim_top, chim_x + 0.018, y0 - 0.01, _lit((150, 72, 52), light))
+            pen.rect(chim_x - 0.023, chim_top - 0.012, chim_x + 0.023, chim_top, _lit((110, 110, 114), light))
         pen.poly(((ex0, y0), (cx, apex), (ex1, y0)), colour)
         step = 0.022
         y = y0 - step
@@ -334,7 +334,7 @@ def _roof(pen: _Pen, kind: int, x0, y0, x1, wall: Colour, wall_i: int, light, ga
         pen.rect(ex0, y0 - 0.004, ex1, y0 + 0.006, _shade(colour, 0.6))  # eave board
         return
     # Dome on a drum with a lantern spire, copper-green.
-    copper = _shade(_lit((84, 150, 128), light), gain)
+    copper = _lit((84, 150, 128), light)
     rib = _shade(copper, 0.78)
     drum_half = max(0.09, 0.25 * (x1 - x0))
     pen.rect(cx - drum_half - 0.012, y0 - 0.012, cx + drum_half + 0.012, y0, stone)
@@ -368,20 +368,20 @@ def _ground_windows(x0, x1, door0, door1, count, win_w) -> list[tuple[float, flo
 
 def _draw_facade(image: Image.Image, levels: Sequence[int], dx: float, gain: float) -> None:
     wall_i, roof, _, floors_i, cols_i, door_i, towers, sky = levels
-    light = tuple(l * gain for l in _SKY_LIGHT[sky])
+    light = tuple(l * gain for l in _SKY_LIGHT[sky])  # nuisance gain folds into the light
     pen = _Pen(image)
     x0, y0, x1, y1 = _body(levels, dx)
     width = x1 - x0
     wall = _lit(WALL_COLOURS[wall_i], light)
-    tex = (wall_i, light, gain)
+    tex = (wall_i, light)
 
     # Towers stand just behind the block, a storey-ish taller.
     tower_top = y0 - 0.1
     tower_wall = _shade(wall, 0.86)
     if towers >= 1:
-        _tower(pen, x0 - _TOWER_INSET, -1, tower_top, tower_wall, tex, light, gain, flag=True)
+        _tower(pen, x0 - _TOWER_INSET, -1, tower_top, tower_wall, tex, light, flag=True)
     if towers == 2:
-        _tower(pen, x1 + _TOWER_INSET, +1, tower_top, tower_wall, tex, light, gain, flag=False)
+        _tower(pen, x1 + _TOWER_INSET, +1, tower_top, tower_wall, tex, light, flag=False)
 
     pen.rect(x0, y0, x1, y1, wall)
     _wall_texture(pen, x0, y0, x1, y1, *tex)
@@ -398,12 +398,12 @@ def _draw_facade(image: Image.Image, levels: Sequence[int], dx: float, gain: flo
     pen.poly(((door_cx - door_w / 2, y1), (door_cx + door_w / 2, y1),
               (door_cx + 0.09, 1.0), (door_cx - 0.09, 1.0)), path)
     pen.rect(door_cx - door_w / 2 - 0.01, y1 - 0.004, door_cx + door_w / 2 + 0.01, y1 + 0.008,
-             _shade(_lit((150, 150, 150), light), gain))  # step
-    frame = _shade(_lit((226, 220, 204), light), gain) if wall_i != 2 else _shade(_lit((150, 140, 128), light), gain)
+             _lit((150, 150, 150), light))  # step
+    frame = _lit((226, 220, 204), light) if wall_i != 2 else _lit((150, 140, 128), light)
     d0, d1, dt = door_cx - door_w / 2, door_cx + door_w / 2, y1 - door_h
     pen.rect(d0 - 0.008, dt + door_w / 2 - 0.008, d1 + 0.008, y1 - 0.004, frame)
     pen.ellipse(d0 - 0.008, dt - 0.008, d1 + 0.008, dt + door_w + 0.008, frame)
-    wood = _shade(_lit((104, 62, 36), light), gain)
+    wood = _lit((104, 62, 36), light)
     pen.rect(d0, dt + door_w / 2, d1, y1 - 0.004, wood)
     pen.ellipse(d0, dt, d1, dt + door_w, wood)
     pen.rect(door_cx - 0.002, dt + 0.01, door_cx + 0.002, y1 - 0.004, _shade(wood, 0.7))
@@ -426,7 +426,7 @@ def _draw_facade(image: Image.Image, levels: Sequence[int], dx: float, gain: flo
     for wx, w in _ground_windows(x0, x1, door_cx - door_w / 2, door_cx + door_w / 2, cols, win_w):
         _window(pen, wx, y1 - 0.75 * _FLOOR_H, w, win_h, frame, glass, glass_hi, lintel, frame)
 
-    _roof(pen, roof, x0, y0, x1, wall, wall_i, light, gain)
+    _roof(pen, roof, x0, y0, x1, wall, wall_i, light)
 
 
 def _canvas_scale(size: int) -> int:
@@ -573,12 +573,14 @@ def make_unsuitable(image: np.ndarray, rng: np.random.Generator, kind: str | Non
     if kind not in UNSUITABLE_KINDS:
         raise ValueError(f"unknown unsuitable kind {kind!r}; choose one of {UNSUITABLE_KINDS}")
     image = np.asarray(image, dtype=np.uint8)
+    if image.ndim != 3 or image.shape[0] != image.shape[1] or image.shape[2] != 3:
+        raise ValueError(f"expected a square RGB image (size, size, 3), got shape {image.shape}")
     size = image.shape[0]
     if factors is not None:
-        levels = _as_levels(factors)
-        bx0, by0, bx1, by1 = _body(levels, _nuisance(nuisance)[0])
-    else:  # the widest, tallest block: covering it covers any
-        bx0, by0, bx1, by1 = 0.19, _GROUND_Y - 4 * _FLOOR_H, 0.81, _GROUND_Y
+        bx0, by0, bx1, by1 = _body(_as_levels(factors), _nuisance(nuisance)[0])
+    else:  # the widest, tallest block at either extreme shift: covering it covers any
+        widest = 0.5 * max(_WIDTHS) + 0.04
+        bx0, by0, bx1, by1 = 0.5 - widest, _GROUND_Y - FACTOR_SIZES[3] * _FLOOR_H, 0.5 + widest, _GROUND_Y
     pil = Image.fromarray(image, "RGB")
 
     if kind == "blur":

@@ -15,11 +15,11 @@ def tiny(**changes) -> VAEConfig:
 
 
 def _quiet_noise(vae):
-    # σ ≈ 4e-6: the reparameterisation noise (different per replica by design) vanishes,
-    # so one device and two replicas see the same forward pass.
-    head = vae.encoder.get_layer("z_log_var")
-    head.kernel.assign(tf.zeros_like(head.kernel))
-    head.bias.assign(tf.fill(head.bias.shape, -25.0))
+    """z = μ: takes the (by design replica-dependent) sampling noise out of the comparison.
+
+    Even tiny noise differences flip ReLUs whose input is near 0.
+    """
+    vae.sampling.call = lambda z_mean, z_log_var, seed=None: z_mean
 
 
 def _one_sgd_step(vae, images, strategy):
@@ -33,33 +33,53 @@ def _one_sgd_step(vae, images, strategy):
     return [a - b for a, b in zip(after, before)], after, {k: v[0] for k, v in logs.items()}
 
 
-def test_mirrored_gradients_equal_single_device_gradients():
+def _single_and_mirrored_deltas(config, images):
     devices = [d.name for d in tf.config.list_logical_devices("CPU")][:2]
     assert len(devices) == 2, "conftest should have made two logical CPUs"
-    config = tiny(gamma=0.01, beta=2.0)
-    images = np.random.default_rng(0).random((8, 32, 32, 3)).astype(np.float32)
-
+    keras.utils.set_random_seed(2)
     single = build_vae(config)
     _quiet_noise(single)
     start = single.get_weights()
-    single_delta, single_after, single_logs = _one_sgd_step(single, images, tf.distribute.get_strategy())
-
-    mirrored_strategy = tf.distribute.MirroredStrategy(devices)
-    with mirrored_strategy.scope():
+    single_delta, _, single_logs = _one_sgd_step(single, images, tf.distribute.get_strategy())
+    strategy = _mirrored(devices)
+    with strategy.scope():
         mirrored = build_vae(config)
+    _quiet_noise(mirrored)
     assert isinstance(mirrored.encoder.get_layer("enc1a_bn"), GlobalBatchNormalization)
     mirrored.set_weights(start)
-    mirrored_delta, mirrored_after, mirrored_logs = _one_sgd_step(mirrored, images, mirrored_strategy)
+    mirrored_delta, _, mirrored_logs = _one_sgd_step(mirrored, images, strategy)
+    return single_delta, mirrored_delta, single_logs, mirrored_logs
 
+
+_STRATEGIES = {}
+
+
+def _mirrored(devices):
+    # One MirroredStrategy per process: a second one reuses collective keys and hangs/fails.
+    if "mirrored" not in _STRATEGIES:
+        _STRATEGIES["mirrored"] = tf.distribute.MirroredStrategy(devices)
+    return _STRATEGIES["mirrored"]
+
+
+@pytest.mark.parametrize("gamma, tolerance", [
+    (0.0, 2e-5),
+    # The L1 perceptual term has a kink at 0: float32 rounding that differs between a batch
+    # of 8 and two of 4 flips a few signs. Loose, but a 2x scaling error is still caught.
+    (0.01, 1e-2),
+])
+def test_mirrored_gradients_equal_single_device_gradients(gamma, tolerance):
+    config = tiny(gamma=gamma, beta=2.0)
+    images = np.random.default_rng(0).random((8, 32, 32, 3)).astype(np.float32)
+    single_delta, mirrored_delta, single_logs, mirrored_logs = _single_and_mirrored_deltas(config, images)
     # SGD: delta = -lr * gradient, so equal deltas mean equal gradients (and equal BN stats).
     largest = max(np.abs(d).max() for d in single_delta)
     assert largest > 0
     for s, m in zip(single_delta, mirrored_delta):
         # Keras's own synchronized BatchNorm misses this by ~1e-3 * largest (see the layer).
-        np.testing.assert_allclose(m, s, atol=5e-5 * largest, rtol=0)
+        np.testing.assert_allclose(m, s, atol=tolerance * largest, rtol=0)
     # The logged loss is the global one, not replica 0's.
     for name in ("loss", "reconstruction", "kl", "perceptual"):
-        assert mirrored_logs[name] == pytest.approx(single_logs[name], rel=1e-4)
+        assert mirrored_logs[name] == pytest.approx(single_logs[name], rel=1e-4, abs=1e-6)
 
 
 def test_auto_strategy_is_default_on_cpu_and_multi_worker_with_a_cluster(monkeypatch):

@@ -97,7 +97,7 @@ def test_each_factor_visibly_changes_the_image():
     # window_columns 3 -> 4 on a narrow one-storey block: 0.85 % of pixels, MAD 0.45.
     rng = np.random.default_rng(0)
     size = 64
-    for base in synthetic.sample_factors(12, rng):
+    for base in synthetic.sample_factors(40, rng):
         image = synthetic.render_facade(base, size).astype(int)
         for k, n in enumerate(FACTOR_SIZES):
             for level in range(n):
@@ -183,8 +183,10 @@ def test_pass2_labels_match_what_was_drawn(tmp_path):
         image = images[row.file]
         if row.kind == "dark":
             assert image.mean() < 30
-        elif row.kind in ("blur", "corner"):
-            assert _high_frequency(image) < 0.5 * clean_edges
+        elif row.kind == "blur":
+            assert _high_frequency(image) < 0.3 * clean_edges
+        elif row.kind == "corner":  # magnified: fewer edges than any whole façade
+            assert _high_frequency(image) < 0.75 * clean_edges
 
 
 @pytest.mark.parametrize("kind", synthetic.UNSUITABLE_KINDS)
@@ -197,8 +199,8 @@ def test_unsuitable_kinds_spoil_the_photo_as_named(kind):
             assert used == kind and spoilt.shape == image.shape and spoilt.dtype == np.uint8
             if kind == "dark":
                 assert spoilt.mean() < 30
-            elif kind in ("blur", "corner"):
-                assert _high_frequency(spoilt) < 0.4 * _high_frequency(image)
+            elif kind in ("blur", "corner"):  # blurred, or magnified about 3x
+                assert _high_frequency(spoilt) < {"blur": 0.25, "corner": 0.5}[kind] * _high_frequency(image)
             else:  # occluded: a vehicle hides at least 40 % of the block
                 x0, y0, x1, y1 = synthetic.building_box(f, 64)
                 diff = np.abs(spoilt.astype(int) - image.astype(int)).max(-1)[y0:y1, x0:x1]

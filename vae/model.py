@@ -73,10 +73,10 @@ class GlobalBatchNormalization(layers.BatchNormalization):
         return tf.cast(mean, inputs.dtype), tf.cast(variance, inputs.dtype)
 
 
-def _conv_bn_relu(x, filters: int, name: str, dtype, sync_bn: bool = False):
+def _conv_bn_relu(x, filters: int, name: str, dtype, sync_bn: bool = False, momentum: float = 0.99):
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv", dtype=dtype)(x)
     norm = GlobalBatchNormalization if sync_bn else layers.BatchNormalization
-    x = norm(name=f"{name}_bn", dtype=dtype)(x)
+    x = norm(momentum=momentum, name=f"{name}_bn", dtype=dtype)(x)
     return layers.ReLU(name=f"{name}_relu", dtype=dtype)(x)
 
 
@@ -89,8 +89,8 @@ def build_encoder(config: VAEConfig, dtype=None, sync_bn: bool = False) -> keras
     images = keras.Input((config.image_size, config.image_size, 3), name="images")
     x = images
     for i, filters in enumerate(config.encoder_filters, start=1):
-        x = _conv_bn_relu(x, filters, f"enc{i}a", dtype, sync_bn)
-        x = _conv_bn_relu(x, filters, f"enc{i}b", dtype, sync_bn)
+        x = _conv_bn_relu(x, filters, f"enc{i}a", dtype, sync_bn, config.batchnorm_momentum)
+        x = _conv_bn_relu(x, filters, f"enc{i}b", dtype, sync_bn, config.batchnorm_momentum)
         x = layers.MaxPooling2D(2, name=f"enc{i}_pool", dtype=dtype)(x)
     x = layers.Flatten(name="flatten", dtype=dtype)(x)
     x = layers.Dense(config.dense_units, activation="relu", name="dense", dtype=dtype)(x)
@@ -113,8 +113,8 @@ def build_decoder(config: VAEConfig, dtype=None, sync_bn: bool = False) -> keras
     x = layers.Reshape((grid, grid, first), name="grid", dtype=dtype)(x)
     for i, filters in enumerate(config.decoder_filters, start=1):
         x = layers.UpSampling2D(2, name=f"dec{i}_up", dtype=dtype)(x)
-        x = _conv_bn_relu(x, filters, f"dec{i}a", dtype, sync_bn)
-        x = _conv_bn_relu(x, filters, f"dec{i}b", dtype, sync_bn)
+        x = _conv_bn_relu(x, filters, f"dec{i}a", dtype, sync_bn, config.batchnorm_momentum)
+        x = _conv_bn_relu(x, filters, f"dec{i}b", dtype, sync_bn, config.batchnorm_momentum)
     images = layers.Conv2D(3, 3, padding="same", activation="sigmoid", name="rgb", dtype="float32")(x)
     return keras.Model(z, images, name="decoder")
 
