@@ -48,11 +48,17 @@ def synthetic_folder(root, count: int, size: int, seed: int) -> Path:
     folder = Path(root) / f"synthetic-{size}px-{count}-seed{seed}"
     if (folder / "factors.csv").exists():
         return folder
-    tmp = folder.with_name(folder.name + ".partial")
+    # One temporary folder per process: several workers may render at once.
+    tmp = folder.with_name(f"{folder.name}.partial-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     log.info("rendering %d synthetic façades at %d px into %s", count, size, folder)
     synthetic.write_facades(tmp, count, size=size, seed=seed, fmt="png")
-    os.replace(tmp, folder)
+    try:
+        os.replace(tmp, folder)
+    except OSError:
+        if not (folder / "factors.csv").exists():
+            raise
+        shutil.rmtree(tmp, ignore_errors=True)  # another worker finished first: same images
     return folder
 
 

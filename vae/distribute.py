@@ -34,21 +34,21 @@ def cluster_spec_from_env() -> dict | None:
 
 def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
     """The strategy for `name` (see module docstring); logs what was chosen and why."""
-    gpus = tf.config.list_logical_devices("GPU")
     if name == "auto":
+        # Physical devices only: listing logical ones starts the runtime, after which
+        # MultiWorker can no longer configure its collectives.
+        gpus = len(tf.config.list_physical_devices("GPU"))
         if cluster_spec_from_env():
             name = "multi_worker"
-        elif len(gpus) > 1:
-            name = "mirrored"
-        elif len(gpus) == 1:
-            name = "one_device"
         else:
-            name = "default"
+            name = "mirrored" if gpus > 1 else "one_device" if gpus == 1 else "default"
     if name == "default":
         strategy = tf.distribute.get_strategy()
     elif name == "one_device":
+        gpus = tf.config.list_logical_devices("GPU")
         strategy = tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
     elif name == "mirrored":
+        gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         strategy = tf.distribute.MirroredStrategy(devices)
     elif name == "multi_worker":
@@ -56,7 +56,8 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     else:
         raise ValueError(f"--strategy: unknown {name!r}")
-    log.info("strategy: %s with %d replica(s)", type(strategy).__name__, strategy.num_replicas_in_sync)
+    log.info("strategy: %s (%s) with %d replica(s)", name, type(strategy).__name__,
+             strategy.num_replicas_in_sync)
     return strategy
 
 

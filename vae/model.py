@@ -234,8 +234,9 @@ def build_vae(config: VAEConfig, *, vgg_from_checkpoint: bool = False) -> VAE:
     about to be loaded holds them.
     """
     dtype = None if config.precision == "float32" else config.precision
-    # Built inside the caller's strategy scope: sync BatchNorm only if there are replicas.
-    sync_bn = config.sync_batchnorm and tf.distribute.get_strategy().num_replicas_in_sync > 1
+    # The same layer class on any number of replicas (it acts as plain BatchNorm on one),
+    # so that weights saved by a multi-GPU run load into a single-device model.
+    sync_bn = config.sync_batchnorm
     encoder = build_encoder(config, dtype, sync_bn)
     decoder = build_decoder(config, dtype, sync_bn)
     extractor = None
