@@ -178,3 +178,36 @@ def test_plain_main_without_network_fails_in_one_line_pointing_to_synthetic(tmp_
     assert code == 1
     assert err.startswith("error: --data reduced_128:") and "--data synthetic" in err
     assert "\n" not in err
+
+
+def test_non_finite_loss_stops_with_a_clear_message_and_keeps_good_weights(tmp_path, capsys, monkeypatch):
+    from vae.config import VAEConfig
+    from vae.model import VAE, build_vae
+
+    original = VAE.loss_terms
+
+    def poisoned(self, images, seed, training):
+        terms, kl_dims = original(self, images, seed, training)
+        # From the 6th step on, the loss is NaN (its gradient too).
+        if training:
+            terms["loss"] += tf.where(self.optimizer.iterations >= 5, float("nan"), 0.0)
+        return terms, kl_dims
+
+    monkeypatch.setattr(VAE, "loss_terms", poisoned)
+    run_dir = tmp_path / "run"
+    argv = ["train", *TINY, "--run-dir", str(run_dir), "--data-root", str(tmp_path / "datasets"),
+            "--max-steps", "12"]
+    code = cli.main(argv)
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 1
+    assert err == (f"error: the loss became non-finite at step 6; the last good state is in "
+                   f"{run_dir / 'backup'} and {run_dir / 'checkpoints'}; try a lower --learning-rate "
+                   "or --clipnorm 1.0, then run the same command to resume")
+    assert not (run_dir / "vae.weights.h5").exists()
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["step-00000004.weights.h5"]
+    backup = run_dir / "backup" / "worker-0"
+    assert json.loads((backup / "training_metadata.json").read_text())["epoch"] == 1
+    model = build_vae(VAEConfig.load(run_dir / "config.json"), vgg_from_checkpoint=True)
+    model.load_weights(backup / "latest.weights.h5")
+    assert int(model.optimizer.iterations.numpy()) == 4
+    assert all(np.isfinite(w).all() for w in model.get_weights())
