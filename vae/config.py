@@ -197,7 +197,7 @@ PRESETS = {
     # A few minutes on a laptop CPU: 64-px synthetic façades, a slimmer network.
     "small": dict(
         data="synthetic", image_size=64, latent_dim=32,
-        encoder_filters=(32, 32, 64, 64, 128), decoder_filters=(128, 64, 64, 32, 32),
+        encoder_filters=(16, 32, 64, 64, 128), decoder_filters=(128, 64, 64, 32, 16),
         # No perceptual loss: offline, there are no ImageNet VGG16 weights to fetch.
         # BatchNorm statistics that keep up with a short run (0.99 lags for ~500 steps).
         dense_units=256, beta=1.0, gamma=0.0, epochs=8, batch_size=32, batchnorm_momentum=0.9,

@@ -189,3 +189,8 @@ class Monitor(keras.callbacks.Callback):
         step = global_step(self.model)
         if step % self.every == 0:
             self.draw(step)
+
+    def on_train_end(self, logs=None):
+        step = global_step(self.model)
+        if step % self.every and not self.model.stop_training:
+            self.draw(step)  # the final state, when training did not end on a multiple

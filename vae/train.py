@@ -21,6 +21,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import keras
@@ -155,11 +156,14 @@ def train(config: VAEConfig, run_dir, *, verbose: int | None = None) -> VAE:
         ]
     if verbose is None:
         verbose = 1 if sys.stdout.isatty() else 2
-    vae.fit(
-        train_ds, epochs=rounds, steps_per_epoch=config.validate_every,
-        validation_data=val_ds, validation_steps=config.validation_steps or None,
-        callbacks=callbacks, verbose=verbose, shuffle=False,  # the dataset shuffles
-    )
+    with warnings.catch_warnings():
+        # Keras warns whenever a dataset of unknown length (ours skip bad files) ends.
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        vae.fit(
+            train_ds, epochs=rounds, steps_per_epoch=config.validate_every,
+            validation_data=val_ds, validation_steps=config.validation_steps or None,
+            callbacks=callbacks, verbose=verbose, shuffle=False,  # the dataset shuffles
+        )
     if guard.bad_step is not None:
         raise TrainingError(
             f"the loss became non-finite at step {guard.bad_step}; the last good state is in "
