@@ -2,7 +2,8 @@
 
     python benchmarks/bench_pipeline.py [--count 2000] [--source-size 256] [--size 128]
 
-Writes synthetic façades as JPEGs at --source-size, packs them into TFRecords, then
+Writes synthetic façades as JPEGs at --source-size, packs them into TFRecords
+pre-resized to --size (as `python -m data.pipeline to-tfrecords --size` does), then
 times full passes over both (batches of 32 at --size), alternating the two sources so
 that both see the same machine load. Prints a table, then one JSON line.
 """
@@ -38,7 +39,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "jpeg"
         synthetic.write_facades(folder, args.count, size=args.source_size, seed=0, fmt="jpg")
-        pipeline.write_tfrecords(folder, Path(tmp) / "records", args.source_size,
+        # The recommended use: shards pre-resized to the training size at packing time.
+        pipeline.write_tfrecords(folder, Path(tmp) / "records", args.size,
                                  images_per_shard=500, image_format="jpeg")
         paths = pipeline.check_images(pipeline.find_images(folder)).good
         sources = {
@@ -56,7 +58,8 @@ def main(argv=None) -> int:
     for name, r in rates.items():
         print(f"{name:<14}{best[name]:>14.0f}{sorted(r)[len(r) // 2]:>16.0f}")
     ratio = best["tfrecords"] / best["jpeg folder"]
-    print(f"tfrecords / jpeg folder: {ratio:.2f}x  ({args.count} images, {args.source_size}px JPEG -> {args.size}px, {os.cpu_count()} CPUs)")
+    print(f"tfrecords / jpeg folder: {ratio:.2f}x  ({args.count} images; folder: {args.source_size}-px JPEGs "
+          f"decoded and resized to {args.size} px; tfrecords: {args.size}-px JPEGs; {os.cpu_count()} CPUs)")
     print(json.dumps({
         "benchmark": "pipeline", "count": args.count, "source_size": args.source_size,
         "size": args.size, "cpus": os.cpu_count(),
