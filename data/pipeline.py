@@ -44,6 +44,28 @@ class ImageScan:
     bad: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
 
 
+@dataclass(frozen=True)
+class ReadOptions:
+    """How a source is read; every dataset function takes these as keyword arguments."""
+
+    batch_size: int | None = 32  # None: unbatched images
+    shuffle: bool = True  # reshuffled every epoch, seeded
+    seed: int | None = 0
+    crop: str = "center"  # center | stretch (the original's plain resize)
+    cache: bool | str = False  # True: in memory; a path: on disk
+    repeat: bool = False
+    drop_remainder: bool = False
+    with_paths: bool = False  # (image, path) pairs instead of images
+    num_shards: int = 1  # split the images over this many workers...
+    shard_index: int = 0  # ...and read this worker's part
+
+    def __post_init__(self):
+        if self.crop not in CROP_MODES:
+            raise DataError(f"unknown crop mode {self.crop!r}; use one of {CROP_MODES}")
+        if not 0 <= self.shard_index < self.num_shards:
+            raise DataError(f"shard_index {self.shard_index} is not in [0, {self.num_shards})")
+
+
 # --------------------------------------------------------------------------- sources
 
 
@@ -208,108 +230,60 @@ def split_paths(
 # --------------------------------------------------------------------------- datasets
 
 
-def _finish(
-    ds: tf.data.Dataset,
-    *,
-    batch_size: int | None,
-    shuffle: bool,
-    shuffle_buffer: int,
-    seed: int | None,
-    cache: bool | str,
-    repeat: bool,
-    drop_remainder: bool,
-) -> tf.data.Dataset:
-    if cache:
-        ds = ds.cache("" if cache is True else str(cache))
-        if shuffle:
-            ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
+def _finish(ds: tf.data.Dataset, options: ReadOptions, shuffle_buffer: int) -> tf.data.Dataset:
+    if options.cache:
+        ds = ds.cache("" if options.cache is True else str(options.cache))
+        if options.shuffle:
+            ds = ds.shuffle(shuffle_buffer, seed=options.seed, reshuffle_each_iteration=True)
+    if options.repeat:
         ds = ds.repeat()
-    if batch_size:
-        ds = ds.batch(batch_size, drop_remainder=drop_remainder, num_parallel_calls=AUTOTUNE)
+    if options.batch_size:
+        ds = ds.batch(options.batch_size, drop_remainder=options.drop_remainder,
+                      num_parallel_calls=AUTOTUNE)
     return ds.prefetch(AUTOTUNE)
 
 
-def dataset_from_paths(
-    paths: Sequence[str],
-    image_size: int = 128,
-    *,
-    batch_size: int | None = 32,
-    shuffle: bool = True,
-    seed: int | None = 0,
-    crop: str = "center",
-    cache: bool | str = False,
-    repeat: bool = False,
-    drop_remainder: bool = False,
-    with_paths: bool = False,
-    num_shards: int = 1,
-    shard_index: int = 0,
-) -> tf.data.Dataset:
-    """Images (or (image, path) pairs) from files already known to decode."""
+def dataset_from_paths(paths: Sequence[str], image_size: int = 128, **options) -> tf.data.Dataset:
+    """Images (or (image, path) pairs) from files already known to decode; see ReadOptions."""
+    opts = ReadOptions(**options)
     if not paths:
         raise DataError("no images to read")
-    if crop not in CROP_MODES:
-        raise DataError(f"unknown crop mode {crop!r}; use one of {CROP_MODES}")
     ds = tf.data.Dataset.from_tensor_slices(list(paths))
-    if num_shards > 1:
-        ds = ds.shard(num_shards, shard_index)
-    if shuffle and not cache:
+    if opts.num_shards > 1:
+        ds = ds.shard(opts.num_shards, opts.shard_index)
+    if opts.shuffle and not opts.cache:
         # Shuffling paths is free; shuffling decoded images would need a big buffer.
-        ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(paths), seed=opts.seed, reshuffle_each_iteration=True)
 
     def load(path):
-        image = decode_and_resize(tf.io.read_file(path), image_size, crop)
-        return (image, path) if with_paths else image
+        image = decode_and_resize(tf.io.read_file(path), image_size, opts.crop)
+        return (image, path) if opts.with_paths else image
 
     ds = ds.map(load, num_parallel_calls=AUTOTUNE)
     # Safety net for files that pass the up-front check but fail later (e.g. changed
     # on disk): drop them rather than kill a multi-hour run.
     ds = ds.ignore_errors(log_warning=True)
-    return _finish(
-        ds, batch_size=batch_size, shuffle=shuffle, shuffle_buffer=min(len(paths), 10_000),
-        seed=seed, cache=cache, repeat=repeat, drop_remainder=drop_remainder,
-    )
+    return _finish(ds, opts, shuffle_buffer=min(len(paths), 10_000))
 
 
-def load_images(
-    source,
-    image_size: int = 128,
-    *,
-    batch_size: int | None = 32,
-    shuffle: bool = True,
-    seed: int | None = 0,
-    crop: str = "center",
-    cache: bool | str = False,
-    repeat: bool = False,
-    drop_remainder: bool = False,
-    with_paths: bool = False,
-    num_shards: int = 1,
-    shard_index: int = 0,
-    check: bool = True,
-) -> tf.data.Dataset:
+def load_images(source, image_size: int = 128, *, check: bool = True, **options) -> tf.data.Dataset:
     """A batched, prefetched dataset of (size, size, 3) float32 images in [0, 1].
 
     `source`: a folder (recursive), a .txt/.csv list of paths, a list of paths, or
     TFRecord shards (a folder of them, a glob, a file or a list). Bad image files
-    are logged and skipped; a source with no usable image raises DataError.
-    `num_shards`/`shard_index` give each worker its own disjoint part.
+    are logged and skipped (`check`); a source with no usable image raises DataError.
+    `options`: see ReadOptions (batching, shuffling, crop, cache, worker shards).
     """
-    if not 0 <= shard_index < num_shards:
-        raise DataError(f"shard_index {shard_index} is not in [0, {num_shards})")
-    options = dict(
-        batch_size=batch_size, shuffle=shuffle, seed=seed, cache=cache, repeat=repeat,
-        drop_remainder=drop_remainder, with_paths=with_paths,
-        num_shards=num_shards, shard_index=shard_index,
-    )
+    ReadOptions(**options)  # bad options fail before any file is read
     if is_tfrecord_source(source):
-        return tfrecord_dataset(source, image_size, crop=crop, **options)
+        return tfrecord_dataset(source, image_size, **options)
     paths = find_images(source)
     if check:
         scan = check_images(paths)
         if not scan.good:
             raise DataError(f"{_describe(source)}: none of the {len(paths)} image files can be decoded")
         paths = scan.good
-    return dataset_from_paths(paths, image_size, crop=crop, **options)
+    return dataset_from_paths(paths, image_size, **options)
 
 
 def _describe(source) -> str:
@@ -415,48 +389,34 @@ def tfrecord_files(source) -> list[str]:
     return files
 
 
-def tfrecord_dataset(
-    source,
-    image_size: int = 128,
-    *,
-    batch_size: int | None = 32,
-    shuffle: bool = True,
-    seed: int | None = 0,
-    crop: str = "center",
-    cache: bool | str = False,
-    repeat: bool = False,
-    drop_remainder: bool = False,
-    with_paths: bool = False,
-    num_shards: int = 1,
-    shard_index: int = 0,
-) -> tf.data.Dataset:
+def tfrecord_dataset(source, image_size: int = 128, **options) -> tf.data.Dataset:
     """Images from TFRecord shards written by `write_tfrecords` (resized again if needed)."""
+    opts = ReadOptions(**options)
     files = tfrecord_files(source)
     files_ds = tf.data.Dataset.from_tensor_slices(files)
-    if num_shards > 1:
-        if len(files) >= num_shards:
-            files_ds = files_ds.shard(num_shards, shard_index)
-    if shuffle:
-        files_ds = files_ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    # Enough files: each worker reads whole files; otherwise every worker reads all
+    # files and keeps every n-th record.
+    by_file = len(files) >= opts.num_shards
+    if opts.num_shards > 1 and by_file:
+        files_ds = files_ds.shard(opts.num_shards, opts.shard_index)
+    if opts.shuffle:
+        files_ds = files_ds.shuffle(len(files), seed=opts.seed, reshuffle_each_iteration=True)
     ds = files_ds.interleave(
         tf.data.TFRecordDataset, cycle_length=min(len(files), 8),
-        num_parallel_calls=AUTOTUNE, deterministic=not shuffle,
+        num_parallel_calls=AUTOTUNE, deterministic=not opts.shuffle,
     )
-    if num_shards > 1 and len(files) < num_shards:
-        ds = ds.shard(num_shards, shard_index)
-    if shuffle and not cache:
-        ds = ds.shuffle(10_000, seed=seed, reshuffle_each_iteration=True)
+    if opts.num_shards > 1 and not by_file:
+        ds = ds.shard(opts.num_shards, opts.shard_index)
+    if opts.shuffle and not opts.cache:
+        ds = ds.shuffle(10_000, seed=opts.seed, reshuffle_each_iteration=True)
 
     def parse(record):
         example = tf.io.parse_single_example(record, _FEATURES)
-        image = decode_and_resize(example["image"], image_size, crop)
-        return (image, example["name"]) if with_paths else image
+        image = decode_and_resize(example["image"], image_size, opts.crop)
+        return (image, example["name"]) if opts.with_paths else image
 
     ds = ds.map(parse, num_parallel_calls=AUTOTUNE)
-    return _finish(
-        ds, batch_size=batch_size, shuffle=shuffle, shuffle_buffer=10_000, seed=seed,
-        cache=cache, repeat=repeat, drop_remainder=drop_remainder,
-    )
+    return _finish(ds, opts, shuffle_buffer=10_000)
 
 
 def count_images(source) -> int:
