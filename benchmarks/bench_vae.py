@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -121,6 +122,7 @@ def main(argv=None) -> int:
                 out = fn(x)
             tf.nest.map_structure(lambda t: np.asarray(t), out)
             rates[name].append(args.steps * args.batch / (time.perf_counter() - start))
+            print(f"  {name}: {rates[name][-1]:.2f} img/s", file=sys.stderr, flush=True)
     peak32, peak16 = matmul_peak(tf.float32), matmul_peak(tf.bfloat16)
 
     # Same weights, same batches: does bf16 train like fp32?

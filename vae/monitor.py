@@ -168,6 +168,7 @@ class Monitor(keras.callbacks.Callback):
         grids = {
             "reconstructions": make_grid(pairs, columns=len(self.images)),
             "generations": make_grid(generated),
+            "traversal": self.traversal_grid(),
         }
         if self._writer is None:
             self._writer = tf.summary.create_file_writer(str(self.log_dir / "train"))
@@ -177,6 +178,21 @@ class Monitor(keras.callbacks.Callback):
                 save_png(grid, self.image_dir / f"{name}_step-{step:08d}.png")
         self._writer.flush()
         return grids
+
+    def traversal_grid(self, dims: int = 8, steps: int = 7) -> np.ndarray:
+        """The first image's code with its most informative dimensions (mean KL) swept over ±3."""
+        from vae import visualize  # here: visualize imports this module
+
+        z_mean, z_log_var = self.model.encoder(self.images, training=False)
+        z_mean = keras.ops.convert_to_numpy(keras.ops.cast(z_mean, "float32"))
+        z_log_var = keras.ops.convert_to_numpy(keras.ops.cast(z_log_var, "float32"))
+        kl = visualize.mean_kl_per_dimension(z_mean, z_log_var)
+        top = visualize.top_dimensions(kl, min(dims, len(kl)))
+        sweep = visualize.traversal(
+            lambda z, training: keras.ops.convert_to_numpy(
+                keras.ops.cast(self.model.decoder(z, training=training), "float32")),
+            z_mean[0], top, np.linspace(-3.0, 3.0, steps))
+        return visualize.labelled_grid(sweep, [f"z{d} {kl[d]:.1f}" for d in top], label_width=56)
 
     def on_train_begin(self, logs=None):
         step = global_step(self.model)
