@@ -51,14 +51,11 @@ def _single_and_mirrored_deltas(config, images):
     return single_delta, mirrored_delta, single_logs, mirrored_logs
 
 
-_STRATEGIES = {}
-
-
 def _mirrored(devices):
-    # One MirroredStrategy per process: a second one reuses collective keys and hangs/fails.
-    if "mirrored" not in _STRATEGIES:
-        _STRATEGIES["mirrored"] = tf.distribute.MirroredStrategy(devices)
-    return _STRATEGIES["mirrored"]
+    strategy = distribute.make_strategy("mirrored")  # one per process, shared with other tests
+    assert [d.split("/device:")[-1] for d in strategy.extended.worker_devices] == [
+        d.split("/device:")[-1] for d in devices]
+    return strategy
 
 
 @pytest.mark.parametrize("gamma, tolerance", [

@@ -50,7 +50,13 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
     elif name == "mirrored":
         gpus = tf.config.list_logical_devices("GPU")
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        strategy = tf.distribute.MirroredStrategy(devices)
+        patch_keras_for_multi_worker()  # fix B below applies to Mirrored too
+        # One MirroredStrategy per device set and process: a second one reuses the
+        # collective keys of the first and fails with shape mismatches.
+        key = tuple(devices)
+        if key not in _MIRRORED:
+            _MIRRORED[key] = tf.distribute.MirroredStrategy(devices)
+        strategy = _MIRRORED[key]
     elif name == "multi_worker":
         patch_keras_for_multi_worker()
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
@@ -86,6 +92,7 @@ def is_chief() -> bool:
 
 
 _PATCHED = False
+_MIRRORED: dict[tuple[str, ...], tf.distribute.Strategy] = {}
 
 
 def patch_keras_for_multi_worker() -> None:
@@ -94,10 +101,11 @@ def patch_keras_for_multi_worker() -> None:
     A. `reduce_per_replica` reduces scalar logs with `strategy.reduce("MEAN", v, axis=0)`,
        which raises "Invalid reduction dimension 0 for input with 0 dimensions"; an
        element-wise mean over replicas (axis=None) is what the single-worker path computes.
-    B. `_maybe_symbolic_build` all-reduces a whole data batch across workers just to
-       learn its shapes and fails on PerReplica values; the first local replica's batch
-       has the same shapes and dtypes.
-    Idempotent; touches nothing unless a MultiWorker strategy is being created.
+    B. `_maybe_symbolic_build` all-reduces a whole data batch across replicas just to
+       learn its shapes: under MultiWorker it fails on PerReplica values, and under
+       Mirrored an uneven last batch (e.g. 5 validation images on 2 replicas: 3 + 2)
+       fails in AddN. The first local replica's batch has the same shapes and dtypes.
+    Idempotent; applied when a Mirrored or MultiWorker strategy is created.
     """
     global _PATCHED
     if _PATCHED:
@@ -116,7 +124,7 @@ def patch_keras_for_multi_worker() -> None:
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         strategy = self._distribute_strategy
-        if strategy is None or not is_multi_worker(strategy) or iterator is None:
+        if strategy is None or iterator is None:
             return original_build(self, iterator=iterator, data_batch=data_batch)
         for _, _, it in iterator:
             batch = next(it)

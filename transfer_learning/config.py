@@ -1,0 +1,270 @@
+"""Settings of the two curation programs: one frozen dataclass each, with the original's defaults.
+
+`TrainConfig` is `python transfer_learning/train.py`, `ClassifyConfig` is
+`python transfer_learning/classify.py`. CLI flags are generated from the fields
+(`--image-size 64`, tuples as several values: `--stages 0 1`), `--config x.json`
+overrides the defaults and explicit flags override the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """An invalid setting; the message names the flag and what to do."""
+
+
+STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
+PRECISIONS = ("float32", "mixed_bfloat16")
+CROPS = ("stretch", "center")  # stretch: whole image resized (original) | center: centre square
+RULES = ("all", "mean", "majority")
+MODES = ("copy", "move", "link", "none")
+
+
+def _need(ok: bool, flag: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"--{flag.replace('_', '-')}: {message}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One pass's ensemble: data, member architecture, the original's 4-stage schedule."""
+
+    # data
+    data: str = ""  # folder with one sub-folder per class (building/not_building or suitable/unsuitable)
+    validation: str = ""  # validation folder laid out the same way ("": a hash split of --data)
+    validation_fraction: float = 0.2  # share of --data held out when there is no --validation folder
+    positive_class: str = ""  # class scored 1 ("": building or suitable)
+    crop: str = "stretch"  # stretch: resize the whole photo (original) | center: centre square
+    cache: bool = False  # keep decoded images in memory (small sets)
+    augment: bool = True  # flip, rotation 25°, brightness 0.8-1.2, zoom 0.2, shear 0.1 (original)
+    # member (original: ImageNet DenseNet201 at 300 px, Flatten, 3x [Dropout 0.5, Dense 512 relu L2 1e-4])
+    backbone: str = "DenseNet201"  # any keras.applications model name, e.g. MobileNetV3Small
+    weights: str = "imagenet"  # imagenet | a local weights file | none (random: tests and offline runs)
+    image_size: int = 300  # pixels per side
+    dense_layers: int = 3  # [Dropout, Dense] blocks in the head
+    dense_units: int = 512  # units of each head Dense layer
+    dropout: float = 0.5  # dropout before each head Dense layer
+    l2: float = 1e-4  # L2 weight decay on the head Dense kernels
+    # schedule (original: RMSprop 5e-5, binary cross-entropy, 4 stages unfreezing conv5)
+    members: int = 3  # members trained, each with its own seed and data order
+    stages: tuple[int, ...] = (0, 1, 2, 3)  # 0 base frozen; 1 last conv5 block; 2 blocks 3..; 3 all conv5
+    epochs_per_stage: int = 5  # epochs in each stage
+    steps_per_epoch: int = 0  # batches per epoch (0: one pass over the training images)
+    validation_steps: int = 0  # batches per validation (0: the whole validation set)
+    batch_size: int = 32  # GLOBAL batch, split over all replicas
+    learning_rate: float = 5e-5  # RMSprop learning rate, every stage
+    seed: int = 0  # member i uses seed + i (head initialisation, data order, augmentation)
+    # hardware
+    strategy: str = "auto"  # auto | default | one_device | mirrored | multi_worker
+    precision: str = "float32"  # float32 | mixed_bfloat16
+    jit_compile: bool = False  # XLA
+
+    def validate(self) -> "TrainConfig":
+        """Raise ConfigError naming the flag of the first invalid setting."""
+        _need(bool(self.data), "data", "required: a folder with one sub-folder per class")
+        _need(os.path.isdir(self.data), "data", f"{self.data}: no such folder")
+        _need(not self.validation or os.path.isdir(self.validation), "validation",
+              f"{self.validation}: no such folder")
+        _need(0 < self.validation_fraction < 1, "validation_fraction", "must be in (0, 1)")
+        _need(self.crop in CROPS, "crop", f"use one of {', '.join(CROPS)}")
+        _need(self.image_size >= 32, "image_size", f"must be at least 32, got {self.image_size}")
+        _need(self.dense_layers >= 0, "dense_layers", "must be >= 0")
+        _need(self.dense_units >= 1, "dense_units", "must be at least 1")
+        _need(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
+        _need(self.l2 >= 0, "l2", "must be >= 0")
+        _need(self.members >= 1, "members", f"must be at least 1, got {self.members}")
+        _need(bool(self.stages) and all(s in (0, 1, 2, 3) for s in self.stages)
+              and list(self.stages) == sorted(set(self.stages)), "stages",
+              "one or more of 0 1 2 3, in increasing order")
+        _need(self.epochs_per_stage >= 1, "epochs_per_stage", "must be at least 1")
+        _need(self.steps_per_epoch >= 0, "steps_per_epoch", "must be >= 0")
+        _need(self.validation_steps >= 0, "validation_steps", "must be >= 0")
+        _need(self.batch_size >= 1, "batch_size", "must be at least 1")
+        _need(self.learning_rate > 0, "learning_rate", "must be > 0")
+        _need(self.strategy in STRATEGIES, "strategy", f"use one of {', '.join(STRATEGIES)}")
+        _need(self.precision in PRECISIONS, "precision", f"use one of {', '.join(PRECISIONS)}")
+        _need(self.weights in ("imagenet", "none") or os.path.isfile(self.weights), "weights",
+              f"{self.weights}: not 'imagenet', 'none' or an existing weights file")
+        import keras
+
+        _need(self.backbone[:1].isupper() and callable(getattr(keras.applications, self.backbone, None)),
+              "backbone", f"{self.backbone!r} is not a keras.applications model "
+              "(e.g. DenseNet201, DenseNet121, MobileNetV3Small, EfficientNetB0)")
+        return self
+
+
+@dataclass(frozen=True)
+class ClassifyConfig:
+    """A curation run: inputs, the two ensembles, the keep rule and where results go."""
+
+    # inputs and members
+    input: tuple[str, ...] = ()  # folders (recursive), .txt/.csv lists of paths, GLDv2 .tar shards
+    pass1: tuple[str, ...] = ()  # "is it a building?" members: .keras / .h5 files, SavedModel folders, train.py run dirs
+    pass2: tuple[str, ...] = ()  # "is the photo suitable?" members, run on pass-1 survivors only (optional)
+    # rule (original: every member of both passes > 0.9)
+    threshold: float = 0.9  # a score must be above this
+    rule: str = "all"  # all: every member | mean: the members' mean | majority: more than half
+    # outputs
+    output: str = "curated"  # kept images go here, under unique names
+    mode: str = "copy"  # copy | move (after the copy is safe) | link (hard link) | none (manifest only)
+    manifest: str = ""  # CSV, one row per input ("": OUTPUT/manifest.csv, per shard when sharded)
+    # speed
+    batch_size: int = 32  # images decoded and recorded together
+    micro_batch: int = 0  # images per model call (0: 4 on a CPU, the whole batch on a GPU)
+    streams: int = 0  # parallel branches in each model call (0: 2 on a CPU, 1 on a GPU)
+    image_size: int = 0  # pixels per side (0: the members' input size)
+    crop: str = ""  # stretch | center ("": as the members were trained, else stretch)
+    precision: str = "float32"  # float32 | mixed_bfloat16 (fast only where the CPU/GPU has bf16)
+    jit_compile: bool = False  # XLA for the ensemble function
+    share_trunk: bool = True  # run the members' common frozen trunk once per image
+    num_shards: int = 1  # split the inputs over this many machines
+    shard_index: int = 0  # which part this machine does
+
+    def validate(self) -> "ClassifyConfig":
+        """Raise ConfigError naming the flag of the first invalid setting."""
+        _need(bool(self.input), "input", "required: a folder, a .txt/.csv list or .tar shards")
+        _need(bool(self.pass1), "pass1", "required: the pass-1 members (files or train.py run dirs)")
+        _need(0 < self.threshold < 1, "threshold", f"must be in (0, 1), got {self.threshold}")
+        _need(self.rule in RULES, "rule", f"use one of {', '.join(RULES)}")
+        _need(self.mode in MODES, "mode", f"use one of {', '.join(MODES)}")
+        _need(self.batch_size >= 1, "batch_size", "must be at least 1")
+        _need(self.micro_batch >= 0, "micro_batch", "must be >= 0")
+        _need(self.streams >= 0, "streams", "must be >= 0")
+        _need(self.image_size == 0 or self.image_size >= 32, "image_size", "must be 0 or at least 32")
+        _need(self.crop in CROPS + ("",), "crop", f"use one of {', '.join(CROPS)}")
+        _need(self.precision in PRECISIONS, "precision", f"use one of {', '.join(PRECISIONS)}")
+        _need(self.num_shards >= 1, "num_shards", "must be at least 1")
+        _need(0 <= self.shard_index < self.num_shards, "shard_index",
+              f"{self.shard_index} is not in [0, {self.num_shards})")
+        return self
+
+
+Config = typing.TypeVar("Config", TrainConfig, ClassifyConfig)
+
+
+# --------------------------------------------------------------------------- (de)serialisation
+
+
+def to_dict(config) -> dict:
+    return {f.name: (list(v) if isinstance(v := getattr(config, f.name), tuple) else v)
+            for f in fields(config)}
+
+
+def save(config, path) -> None:
+    """Write the config as JSON, atomically."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def from_dict(cls: type[Config], values: dict, source: str = "config") -> Config:
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _coerce(hints[k], k, v, source) for k, v in values.items()})
+
+
+def load(cls: type[Config], path) -> Config:
+    path = Path(path)
+    try:
+        values = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"--config: {path}: no such file") from None
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"--config: {path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"--config: {path}: expected a JSON object")
+    return from_dict(cls, values, source=str(path))
+
+
+def _coerce(kind, name: str, value, source: str):
+    try:
+        if typing.get_origin(kind) is tuple:
+            item = typing.get_args(kind)[0]
+            items = [value] if isinstance(value, str) else list(value)
+            return tuple(item(v) for v in items)
+        if kind is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        return kind(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {name}={value!r} is not a valid "
+                          f"{getattr(kind, '__name__', kind)}") from None
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
+    """`--config` plus one `--flag` per field (default: unset, so a config file can fill it)."""
+    parser.add_argument("--config", metavar="FILE", help="JSON file overriding the defaults")
+    group = parser.add_argument_group("settings")
+    hints = typing.get_type_hints(cls)
+    for f in fields(cls):
+        flag = "--" + f.name.replace("_", "-")
+        kind = hints[f.name]
+        default = f.default
+        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
+        comment = _field_comments(cls).get(f.name, "")
+        help_text = f"{comment} (default: {shown!s})" if comment else f"(default: {shown!s})"
+        help_text = help_text.replace("%", "%%")
+        if kind is bool:
+            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                               default=None, help=help_text)
+        elif typing.get_origin(kind) is tuple:
+            group.add_argument(flag, dest=f.name, nargs="+", default=None,
+                               metavar=f.name.split("_")[-1].upper(), help=help_text)
+        else:
+            group.add_argument(flag, dest=f.name, default=None,
+                               metavar=f.name.split("_")[-1].upper(), help=help_text)
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """The one-line comment after each field in the class source (shown by --help)."""
+    import inspect
+
+    comments = {}
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):
+        return comments
+    names = {f.name for f in fields(cls)}
+    for line in lines:
+        head, _, comment = line.partition("  # ")
+        name = head.strip().split(":")[0]
+        if name in names and comment:
+            comments[name] = comment.strip()
+    return comments
+
+
+def from_args(cls: type[Config], args: argparse.Namespace, **overrides) -> Config:
+    """Defaults < --config file < explicit flags < `overrides`; validated."""
+    values: dict = {}
+    if getattr(args, "config", None):
+        values.update(to_dict(load(cls, args.config)))
+    for f in fields(cls):
+        value = getattr(args, f.name, None)
+        if value is not None:
+            values[f.name] = value
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return from_dict(cls, values, source="flags").validate()
+
+
+def replace(config: Config, **changes) -> Config:
+    return dataclasses.replace(config, **changes)

@@ -1,0 +1,131 @@
+"""Batches of decoded curation inputs, with every input that fails named and explained.
+
+Files are read and decoded by tf.data in parallel (tar members' bytes come from a
+Python generator reading the shard in place). A bad input must not stop the run
+nor vanish: decoding errors drop the element (`ignore_errors`), the stream notices
+the gap in the items' running indices, and only then is that one input decoded
+again eagerly to name the reason (bad inputs are rare, so this costs nothing).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import tensorflow as tf
+
+from data.pipeline import decode_and_resize
+from transfer_learning.sources import Item, ItemReader
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Batch:
+    """Decoded items in input order, plus the inputs that failed since the previous batch."""
+
+    items: list[Item]  # decoded, aligned with images and data
+    images: tf.Tensor  # (B, S, S, 3) float32 in [0, 1]
+    data: list[bytes]  # each item's encoded bytes (a kept image is written from them)
+    errors: list[tuple[int, Item, str]]  # (position in the item list, item, reason)
+    positions: list[int]  # each decoded item's position in the item list
+
+
+def _first_line(err: BaseException) -> str:
+    message = getattr(err, "message", None) or str(err)
+    message = message.strip()
+    return message.splitlines()[0][:200] if message else type(err).__name__
+
+
+def image_error(data: bytes, image_size: int = 32, crop: str = "stretch") -> str | None:
+    """None if the pipeline's decoder reads these bytes, else the reason it cannot."""
+    if not data:
+        return "empty file"
+    try:
+        decode_and_resize(tf.constant(data), image_size, crop)
+    except tf.errors.InvalidArgumentError as err:
+        message = _first_line(err)
+        if "Unknown image file format" in message:
+            return "not an image (unknown format)"
+        return f"corrupt or truncated: {message}"
+    except tf.errors.OpError as err:
+        return f"cannot be decoded: {_first_line(err)}"
+    return None
+
+
+def failure_reason(item: Item, reader: ItemReader, image_size: int, crop: str) -> str:
+    """Why an item that dropped out of the pipeline cannot be used."""
+    try:
+        data = reader.read(item)
+    except FileNotFoundError:
+        return "unreadable: no such file"
+    except IsADirectoryError:
+        return "unreadable: a folder, not a file"
+    except PermissionError:
+        return "unreadable: permission denied"
+    except Exception as err:  # noqa: BLE001 — any read failure is this input's error
+        return f"unreadable: {_first_line(err)}"
+    reason = image_error(data, image_size, crop)
+    return reason or "could not be decoded during the run (changed since?)"
+
+
+def read_batches(items: Sequence[Item], image_size: int, crop: str = "stretch",
+                 batch_size: int = 32) -> Iterator[Batch]:
+    """Decoded batches of `items` (none of which may carry an `error`), in order."""
+    items = list(items)
+    if not items:
+        return
+    read_errors: dict[int, str] = {}
+
+    def generate():
+        reader = ItemReader()
+        try:
+            for index, item in enumerate(items):
+                if item.tar:
+                    try:
+                        data = reader.read(item)
+                    except Exception as err:  # noqa: BLE001 — recorded, the element then fails to decode
+                        read_errors[index] = f"unreadable: {_first_line(err)}"
+                        data = b""
+                    yield index, "", data
+                else:
+                    yield index, item.path, b""
+        finally:
+            reader.close()
+
+    def load(index, path, data):
+        data = tf.cond(tf.strings.length(path) > 0, lambda: tf.io.read_file(path), lambda: data)
+        return index, decode_and_resize(data, image_size, crop), data
+
+    ds = (tf.data.Dataset.from_generator(generate, output_signature=(
+        tf.TensorSpec((), tf.int64), tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.string)))
+        .map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        .ignore_errors()
+        .batch(batch_size)
+        .prefetch(2))
+    reader = ItemReader()
+    expected = 0
+
+    def failed(upto: int) -> list[tuple[int, Item, str]]:
+        nonlocal expected
+        errors = []
+        for k in range(expected, upto):
+            reason = read_errors.pop(k, None) or failure_reason(items[k], reader, image_size, crop)
+            errors.append((k, items[k], reason))
+        expected = max(expected, upto)
+        return errors
+
+    try:
+        for indices, images, data in ds:
+            positions = [int(i) for i in indices.numpy()]
+            errors = []
+            for position in positions:
+                errors += failed(position)
+                expected = position + 1
+            yield Batch([items[p] for p in positions], images, list(data.numpy()), errors, positions)
+        errors = failed(len(items))
+        if errors:
+            yield Batch([], tf.zeros((0, image_size, image_size, 3)), [], errors, [])
+    finally:
+        reader.close()

@@ -1,0 +1,175 @@
+"""Curation inputs: folders, lists of paths and GLDv2 .tar shards, as one list of items.
+
+Each item has a `key` (the manifest's path: a file path, or `<shard>.tar/<member>`
+for an image inside a tar, read in place without extracting it) and a `name` that
+does not depend on where the data is mounted, which decides the item's machine
+when the work is split with --num-shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from data.pipeline import IMAGE_EXTENSIONS, DataError, find_images
+
+log = logging.getLogger(__name__)
+
+LIST_EXTENSIONS = (".txt", ".csv")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input image (or a known-bad input, with `error` set)."""
+
+    key: str  # the manifest's path
+    name: str  # mount-independent name (relative to its folder, list or tar)
+    path: str = ""  # the file to read (plain files)
+    tar: str = ""  # the tar shard holding it
+    member: str = ""  # its name inside the tar
+    offset: int = -1  # the member's data offset in an uncompressed tar (-1: read through tarfile)
+    size: int = 0  # the member's size in bytes
+    error: str = ""  # set when the input is known to be bad before reading it
+
+
+def _is_image(name: str) -> bool:
+    return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+
+
+def is_tar(path) -> bool:
+    path = Path(path)
+    return path.is_file() and (path.name.lower().endswith((".tar", ".tar.gz", ".tgz"))
+                               or (path.suffix.lower() not in IMAGE_EXTENSIONS + LIST_EXTENSIONS
+                                   and tarfile.is_tarfile(path)))
+
+
+def tar_items(path) -> list[Item]:
+    """The images inside a tar shard, in the order they are stored (sequential reads).
+
+    A truncated or corrupt shard (an interrupted download) keeps the images listed
+    before the damage, plus one error item for the shard itself.
+    """
+    path = str(path)
+    base = os.path.basename(path)
+    items: list[Item] = []
+    try:
+        try:
+            archive, compressed = tarfile.open(path, "r:"), False
+        except tarfile.ReadError:  # gzip/bz2/xz: read through tarfile, no direct offsets
+            archive, compressed = tarfile.open(path, "r:*"), True
+        with archive:
+            for info in archive:
+                if info.isfile() and _is_image(info.name):
+                    items.append(Item(key=f"{path}/{info.name}", name=f"{base}/{info.name}",
+                                      tar=path, member=info.name,
+                                      offset=-1 if compressed else info.offset_data, size=info.size))
+    except (tarfile.TarError, EOFError, OSError) as err:
+        if not items and not tarfile.is_tarfile(path):
+            raise DataError(f"{path}: not a tar archive") from None
+        reason = f"corrupt or truncated tar after {len(items)} images: {str(err).strip() or type(err).__name__}"
+        log.warning("%s: %s", path, reason)
+        items.append(Item(key=path, name=base, tar=path, error=reason))
+    return items
+
+
+def _folder_items(folder: Path) -> list[Item]:
+    images = sorted(p for p in folder.rglob("*") if p.is_file() and _is_image(p.name))
+    if images:
+        return [Item(key=str(p), name=str(p.relative_to(folder)), path=str(p)) for p in images]
+    # A folder of downloaded shards (images_000.tar, …) rather than of images.
+    tars = sorted(p for p in folder.iterdir() if p.is_file() and is_tar(p))
+    return [item for tar in tars for item in tar_items(tar)]
+
+
+def list_items(inputs: Sequence[str]) -> list[Item]:
+    """Every input image of folders (recursive), .txt/.csv lists, tar shards or single images.
+
+    Raises DataError for an input path that does not exist; an input listed twice
+    is kept once. Folders that hold no image give no items (the caller decides
+    whether nothing to do is an error).
+    """
+    items: list[Item] = []
+    for source in inputs:
+        path = Path(source)
+        if not path.exists():
+            raise DataError(f"{source}: no such file or folder")
+        if path.is_dir():
+            items += _folder_items(path)
+        elif path.suffix.lower() in LIST_EXTENSIONS:
+            root = path.parent
+            for entry in find_images(path):
+                try:
+                    name = os.path.relpath(entry, root)
+                except ValueError:
+                    name = entry
+                items.append(Item(key=entry, name=name, path=entry))
+        elif _is_image(path.name):
+            items.append(Item(key=str(path), name=path.name, path=str(path)))
+        elif is_tar(path):
+            items += tar_items(path)
+        else:
+            raise DataError(f"{source}: expected a folder, a .txt/.csv list, a .tar shard or an image")
+    seen: set[str] = set()
+    unique = []
+    for item in items:
+        if item.key not in seen:
+            seen.add(item.key)
+            unique.append(item)
+    if len(unique) < len(items):
+        log.info("%d inputs were named more than once; each is classified once", len(items) - len(unique))
+    return unique
+
+
+def shard_of(name: str, num_shards: int) -> int:
+    """The machine (0 … num_shards-1) an item belongs to, from its mount-independent name."""
+    digest = hashlib.md5(name.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % num_shards
+
+
+def select_shard(items: Sequence[Item], num_shards: int, shard_index: int) -> list[Item]:
+    if num_shards == 1:
+        return list(items)
+    return [item for item in items if shard_of(item.name, num_shards) == shard_index]
+
+
+class ItemReader:
+    """Reads items' bytes; keeps the current tar shard open between calls."""
+
+    def __init__(self):
+        self._tar_path = None
+        self._file = None
+        self._archive = None
+
+    def read(self, item: Item) -> bytes:
+        if not item.tar:
+            with open(item.path, "rb") as f:
+                return f.read()
+        if item.tar != self._tar_path:
+            self.close()
+            self._tar_path = item.tar
+            self._file = open(item.tar, "rb")
+            self._archive = None
+        if item.offset >= 0:
+            self._file.seek(item.offset)
+            data = self._file.read(item.size)
+            if len(data) != item.size:
+                raise OSError(f"the tar ends {item.size - len(data)} bytes into this member")
+            return data
+        if self._archive is None:
+            self._archive = tarfile.open(item.tar, "r:*")
+        member = self._archive.extractfile(item.member)
+        if member is None:
+            raise OSError("not a regular file in the tar")
+        return member.read()
+
+    def close(self) -> None:
+        if self._archive is not None:
+            self._archive.close()
+        if self._file is not None:
+            self._file.close()
+        self._tar_path = self._file = self._archive = None
