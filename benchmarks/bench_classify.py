@@ -8,9 +8,9 @@ ImageNet share its frozen trunk:
   original     one `model.predict(x[None])` per image per member (the original's loop)
   engine fp32  classify.py's Ensemble with its CPU defaults: the trunk up to pool4_pool
                once per image, then the three conv5+head tails, one compiled function
-               per call of 4 images, run as 2 parallel branches of 2
-  1 stream     the same, each call of 4 images as one branch (intra-op threads only)
-  mb 16        the same, calls of 16 images in one branch
+               per call of 8 images, run as 2 parallel branches of 4
+  1 stream     the same, each call of 8 images as one branch (intra-op threads only)
+  mb16         the same, the whole batch of 16 in one call and one branch
   engine bf16  the same under mixed_bfloat16 (the scores stay float32)
   engine+files the fp32 engine fed by classify.py's reader: JPEG files (640x480)
                decoded and resized by tf.data in parallel, bad-file bookkeeping
@@ -81,11 +81,11 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=300)
     parser.add_argument("--members", type=int, default=3)
     parser.add_argument("--backbone", default="DenseNet201")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--original-images", type=int, default=12, help="per round")
     parser.add_argument("--engine-images", type=int, default=48, help="per round")
     parser.add_argument("--batch", type=int, default=16, help="images per batch (classify.py --batch-size)")
-    parser.add_argument("--micro-batch", type=int, default=4, help="images per model call (the CPU default)")
+    parser.add_argument("--micro-batch", type=int, default=8, help="images per model call (the CPU default)")
     parser.add_argument("--streams", type=int, default=2, help="parallel branches per call (the CPU default)")
     parser.add_argument("--alt-micro-batch", type=int, default=16)
     args = parser.parse_args(argv)

@@ -113,11 +113,23 @@ def test_trained_members_are_used_by_classify_end_to_end(labelled, tmp_path, cap
     scores = member.model(x).numpy()
     assert scores.shape == (3, 1) and np.all((0 <= scores) & (scores <= 1))
 
-    # Running the same command again keeps the finished members.
+    # Running the same command again keeps finished members and resumes an unfinished one after
+    # its last finished stage (here: member 1 as if killed during stage 1).
+    progress = runs / "pass1" / "progress" / "member_1.json"
+    progress.write_text(json.dumps({**json.loads(progress.read_text()), "stages_done": [0],
+                                    "complete": False}))
     before = os.stat(runs / "pass1" / "member_0.keras").st_mtime_ns
-    assert train_cli.main(["--data", str(labelled / "pass1"), "--run-dir", str(runs / "pass1"),
-                           "--members", "2", "--stages", "0", "1", *SMALL]) == 0
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert train_cli.main(["--data", str(labelled / "pass1"), "--run-dir", str(runs / "pass1"),
+                               "--members", "2", "--stages", "0", "1", *SMALL]) == 0
+    assert "member_0: already trained" in caplog.text and "member_1: resuming after stage 0" in caplog.text
+    assert "member_1 stage 1:" in caplog.text and "member_1 stage 0:" not in caplog.text
+    assert json.loads(progress.read_text())["complete"] is True
     assert os.stat(runs / "pass1" / "member_0.keras").st_mtime_ns == before
+    assert train_cli.main(["--data", str(labelled / "pass1"), "--run-dir", str(runs / "pass1"),
+                           "--members", "2", "--stages", "0", "1", *SMALL[:4], "--image-size", "48",
+                           *SMALL[6:]]) == 2  # a started run keeps its settings
 
     photos = labelled / "pass1" / "building"
     output = tmp_path / "curated"

@@ -145,10 +145,10 @@ def load_ensemble(config: ClassifyConfig):
         if positive:
             log.info("%s: scores P(%s)", m.path, positive)
     models = [with_precision(m.model, config.precision) for m in members]
-    # On a CPU, calls of 4 images in 2 parallel branches keep the trunk's tensors in cache and
-    # both cores busy (benchmarks/bench_classify.py); a GPU wants whole batches.
+    # On a CPU, calls of 8 images in 2 parallel branches of 4 keep the trunk's tensors in cache
+    # and both cores busy (benchmarks/bench_classify.py); a GPU wants whole batches.
     gpu = bool(tf.config.list_physical_devices("GPU"))
-    micro = config.micro_batch or (0 if gpu else 4)
+    micro = config.micro_batch or (0 if gpu else 8)
     streams = config.streams or (1 if gpu else 2)
     names = [f"pass1_{i}" for i in range(len(paths1))] + [f"pass2_{i}" for i in range(len(paths2))]
     ensemble = Ensemble(models, share_trunk=config.share_trunk, jit_compile=config.jit_compile,

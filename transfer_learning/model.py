@@ -83,11 +83,18 @@ class BackbonePreprocess(layers.Layer):
 def _base(backbone: str, image_size: int, weights: str | None, inputs):
     """The backbone (no top) on `inputs` through its preprocessing; weights None is random."""
     x = BackbonePreprocess(backbone, name=PREPROCESS)(inputs)
+    constructor = backbone_constructor(backbone)
     try:
-        return backbone_constructor(backbone)(include_top=False, weights=weights, input_tensor=x)
+        return constructor(include_top=False, weights=weights, input_tensor=x)
     except ValueError as err:  # too small an image, an unusable weights file, ...
         raise MemberError(f"{backbone} at {image_size} px with weights {weights!r}: "
                           f"{str(err).strip().splitlines()[0]}") from None
+    except Exception as err:  # noqa: BLE001 — Keras reports a failed download as a bare Exception
+        if weights != "imagenet":
+            raise
+        raise MemberError(f"--weights imagenet: cannot fetch {backbone}'s ImageNet weights "
+                          f"({str(err).strip().splitlines()[0]}); give a local weights file "
+                          "or --weights none (random, offline)") from None
 
 
 def _weights_arg(weights: str | None) -> str | None:

@@ -200,16 +200,22 @@ class StageLogger(keras.callbacks.Callback):
 
 
 def prepare_run_dir(config: TrainConfig, run_dir) -> Path:
-    """Create the run directory, or check that a started run in it has these settings."""
+    """Create the run directory, or check that a started run in it has these settings.
+
+    A run that trained nothing yet (e.g. stopped by a failed download) takes new settings.
+    """
     run_dir = Path(run_dir)
     saved = run_dir / "config.json"
+    started = any((run_dir / "progress").glob("member_*.json")) or any(run_dir.glob("member_*.keras"))
     if saved.exists():
         previous = cfg.to_dict(cfg.load(TrainConfig, saved))
         changed = [k for k, v in cfg.to_dict(config).items()
                    if previous.get(k) != v and k not in RESUMABLE_CHANGES]
-        if changed:
+        if changed and started:
             raise ConfigError(f"--run-dir: {run_dir} holds a run with different settings "
                               f"({', '.join(changed)}); use a new --run-dir or the same settings")
+        if changed:  # nothing trained: the old random base belongs to the old settings
+            (run_dir / "base_init.weights.h5").unlink(missing_ok=True)
     (run_dir / "progress").mkdir(parents=True, exist_ok=True)
     if distribute.is_chief():
         cfg.save(config, saved)
