@@ -76,3 +76,50 @@ def test_dci_of_diagonal_and_uniform_importance():
 def test_collapsed_code_gives_zero_factor_vae_score():
     out = metrics.factor_vae_score(TOY, lambda x: np.zeros((len(x), 2)), np.random.default_rng(0), **FAST)
     assert out["eval_accuracy"] == 0.0 and out["num_active_dims"] == 0
+
+
+def test_mig_of_a_hand_computed_case():
+    # z0 = a carries I = ln 2 about a; z1 = a + b carries ½ ln 2 about each: both gaps are ½.
+    factors = np.array([(a, b) for a in (0, 1) for b in (0, 1)] * 25)
+    codes = np.stack([factors[:, 0], factors[:, 0] + factors[:, 1]], axis=1).astype(np.float64)
+    out = metrics.mig_from_codes(codes, factors)
+    assert out["mig_per_factor"] == pytest.approx([0.5, 0.5])
+    assert out["discrete_mig"] == pytest.approx(0.5)
+
+
+def test_dci_completeness_of_a_hand_computed_case():
+    # Factor 0 spread over codes 0 and 1 (H = ln 2 / ln 3), factor 1 in code 2 alone.
+    importance = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    assert metrics.dci_disentanglement_from_importance(importance) == pytest.approx(1.0)
+    expected = 2 / 3 * (1 - np.log(2) / np.log(3)) + 1 / 3
+    assert metrics.dci_completeness_from_importance(importance) == pytest.approx(expected)
+
+
+def test_dci_importance_gives_each_factor_equal_weight():
+    # As tree feature importances: every factor's column sums to 1, whatever its scale.
+    importance = metrics.importance_matrix(np.array([[9.0, 0.05], [0.5, 0.02], [0.5, 0.03]]))
+    assert importance.sum(0) == pytest.approx([1.0, 1.0])
+    assert metrics.dci_disentanglement_from_importance(importance) == pytest.approx(0.1475, abs=1e-3)
+
+
+def test_dci_informativeness_is_high_for_true_factors_and_low_for_noise():
+    rng = np.random.default_rng
+    good = metrics.dci(TOY, _noisy_identity, rng(0), num_train=2000, num_test=1000)
+    stream = rng(5)  # fresh noise for every batch: the test codes are not the training codes
+
+    def noise(x):
+        return stream.standard_normal((len(x), 4))
+
+    pure_noise = metrics.dci(TOY, noise, rng(0), num_train=2000, num_test=1000)
+    assert good["dci_informativeness_test"] > 0.99
+    assert good["dci_completeness"] > 0.9
+    # Ridge on 4 noise codes fits a little of the training set and none of the test set.
+    assert pure_noise["dci_informativeness_train"] > pure_noise["dci_informativeness_test"]
+    assert pure_noise["dci_informativeness_test"] < 0.01
+
+
+def test_factor_vae_prunes_on_standard_deviation_not_variance():
+    # Codes with std ≈ 0.14 (variance ≈ 0.02): active in disentanglement_lib (std ≥ 0.05).
+    out = metrics.factor_vae_score(TOY, lambda x: 0.5 * x / np.array(SIZES), np.random.default_rng(0), **FAST)
+    assert out["num_active_dims"] == 4
+    assert out["eval_accuracy"] > 0.9

@@ -8,20 +8,25 @@ definitions (evaluation/metrics/mig.py, factor_vae.py, dci.py, utils.py):
   dimension; mutual information with each factor; per factor, the gap between the
   two most informative dimensions divided by the factor's entropy; averaged.
 - FactorVAE score (Kim & Mnih 2018): latents normalised by their global standard
-  deviation, dimensions with global variance < 0.05 pruned as collapsed (as the
-  library); for a batch with one factor fixed, the vote goes to (argmin normalised
+  deviation, dimensions whose global standard deviation is < 0.05 pruned as collapsed
+  (the library's `_prune_dims`, which thresholds the square root of the variance);
+  for a batch with one factor fixed, the vote goes to (argmin normalised
   variance, fixed factor); the score is the majority-vote classifier's accuracy on
   fresh evaluation votes.
 - DCI disentanglement (Eastwood & Williams 2018): an importance matrix R[code, factor]
-  from per-factor predictors; per code, 1 − entropy (base K factors) of its normalised
-  importance row, weighted by the code's share of the total importance.
+  from per-factor predictors fitted on 10 000 training codes, each factor's column
+  normalised to sum to 1 (as tree feature importances do); per code, 1 − entropy
+  (base K factors) of its normalised importance row, weighted by the code's share of
+  the total importance; completeness the same with codes and factors swapped.
   DIFFERENCE from disentanglement_lib: it uses sklearn's GradientBoostingClassifier
-  feature importances; there is no sklearn here, so the importance of code j for factor
-  k is |w_jk| of a ridge regression (λ = 0.01) of the standardised factor level on the
-  standardised codes. This treats factor levels as ordered and only sees linear
-  (monotonic) dependence: a code that encodes a categorical factor (wall colour, sky)
-  non-monotonically is under-rated, where boosted trees would credit it. Scores are
-  therefore comparable between runs of this project, not to published numbers.
+  feature importances and reports its train/test accuracy as "informativeness"; there
+  is no sklearn here, so the importance of code j for factor k is |w_jk| of a ridge
+  regression (λ = 0.01) of the standardised factor level on the standardised codes, and
+  informativeness is that regression's R² on 5 000 held-out codes. This treats factor
+  levels as ordered and only sees linear (monotonic) dependence: a code that encodes a
+  categorical factor (wall colour, sky) non-monotonically is under-rated, where boosted
+  trees would credit it. Scores are therefore comparable between runs of this project,
+  not to published numbers.
 
 A ground-truth dataset is a `GroundTruth(factor_sizes, sample_factors, observations)`:
 `observations(factors)` renders (N, ...) inputs for integer factors (N, F).
@@ -129,7 +134,7 @@ def factor_vae_score(ground_truth: GroundTruth, represent: Representation, rng: 
     """
     codes, _ = generate_batch(ground_truth, represent, num_variance_estimate, rng)
     global_var = np.var(codes, axis=0, ddof=1)
-    active = global_var >= prune_threshold
+    active = np.sqrt(global_var) >= prune_threshold  # the library prunes on the standard deviation
     if not active.any():
         return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0}
     train_votes = _votes(ground_truth, represent, batch_size, num_train, rng, global_var, active)
@@ -159,13 +164,34 @@ def _votes(ground_truth, represent, batch_size, num_points, rng, global_var, act
 
 # --------------------------------------------------------------------------- DCI
 
-def ridge_importance(codes: np.ndarray, factors: np.ndarray, l2: float = 1e-2) -> np.ndarray:
-    """Importance matrix (D, F): |ridge weights| of each standardised factor level on standardised codes."""
-    x = (codes - codes.mean(0)) / np.maximum(codes.std(0), 1e-8)
-    y = np.asarray(factors, np.float64)
-    y = (y - y.mean(0)) / np.maximum(y.std(0), 1e-8)
+def _standardise(values: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    return (values - reference.mean(0)) / np.maximum(reference.std(0), 1e-8)
+
+
+def ridge_fit(codes: np.ndarray, factors: np.ndarray, l2: float = 1e-2) -> np.ndarray:
+    """Ridge weights (D, F) of each standardised factor level on the standardised codes."""
+    x = _standardise(codes, codes)
+    y = _standardise(np.asarray(factors, np.float64), np.asarray(factors, np.float64))
     gram = x.T @ x / len(x) + l2 * np.eye(x.shape[1])
-    return np.abs(np.linalg.solve(gram, x.T @ y / len(x)))  # (D, F)
+    return np.linalg.solve(gram, x.T @ y / len(x))
+
+
+def importance_matrix(weights: np.ndarray) -> np.ndarray:
+    """(D, F) |weights| with each factor's column summing to 1 (a factor no code predicts: 0)."""
+    importance = np.abs(weights)
+    total = importance.sum(0, keepdims=True)
+    return np.divide(importance, total, out=np.zeros_like(importance), where=total > 0)
+
+
+def r_squared(weights: np.ndarray, codes: np.ndarray, factors: np.ndarray,
+              train_codes: np.ndarray, train_factors: np.ndarray) -> np.ndarray:
+    """Per-factor R² (F,) on (codes, factors) of a ridge fit standardised on the training set."""
+    x = _standardise(codes, train_codes)
+    train_factors = np.asarray(train_factors, np.float64)
+    y = _standardise(np.asarray(factors, np.float64), train_factors)
+    residual = np.sum((y - x @ weights) ** 2, axis=0)
+    spread = np.sum((y - y.mean(0)) ** 2, axis=0)
+    return 1.0 - residual / np.maximum(spread, 1e-12)
 
 
 def dci_disentanglement_from_importance(importance: np.ndarray) -> float:
@@ -185,12 +211,21 @@ def dci_completeness_from_importance(importance: np.ndarray) -> float:
 
 
 def dci(ground_truth: GroundTruth, represent: Representation, rng: np.random.Generator,
-        num_train: int = 10_000, batch_size: int = 64) -> dict:
-    """DCI disentanglement and completeness (Eastwood & Williams 2018) with ridge importances."""
+        num_train: int = 10_000, num_test: int = 5_000, batch_size: int = 64) -> dict:
+    """DCI disentanglement, completeness and informativeness (Eastwood & Williams 2018).
+
+    As disentanglement_lib's compute_dci: importances from `num_train` codes, then
+    informativeness on `num_test` fresh ones (here the ridge fit's mean R²).
+    """
     codes, factors = generate_batch(ground_truth, represent, num_train, rng, batch_size)
-    importance = ridge_importance(codes, factors)
+    test_codes, test_factors = generate_batch(ground_truth, represent, num_test, rng, batch_size)
+    weights = ridge_fit(codes, factors)
+    importance = importance_matrix(weights)
     return {"dci_disentanglement": dci_disentanglement_from_importance(importance),
-            "dci_completeness": dci_completeness_from_importance(importance)}
+            "dci_completeness": dci_completeness_from_importance(importance),
+            "dci_informativeness_train": float(np.mean(r_squared(weights, codes, factors, codes, factors))),
+            "dci_informativeness_test": float(np.mean(
+                r_squared(weights, test_codes, test_factors, codes, factors)))}
 
 
 def all_metrics(ground_truth: GroundTruth, represent: Representation, seed: int = 0, *,
@@ -209,5 +244,5 @@ def all_metrics(ground_truth: GroundTruth, represent: Representation, seed: int 
         "factor_vae_score": fv["eval_accuracy"],
         "factor_vae_active_dims": fv["num_active_dims"],
         **dci(ground_truth, represent, np.random.default_rng(seed + 2), num_train=num_samples,
-              batch_size=batch_size),
+              num_test=max(num_samples // 2, 1), batch_size=batch_size),
     }
