@@ -168,3 +168,34 @@ def test_mixed_precision_step_computes_losses_in_float32(precision):
     assert np.isfinite(logs["loss"])
     if precision == "mixed_float16":
         assert isinstance(vae.optimizer, keras.optimizers.LossScaleOptimizer)
+
+
+def _bn_outputs(layer, x, weights):
+    layer.build(x.shape)
+    layer.gamma.assign(weights[0])
+    layer.beta.assign(weights[1])
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x, training=True)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * weights[2])
+    grads = tape.gradient(loss, [x, layer.gamma, layer.beta])
+    return [y, *grads, layer.moving_mean, layer.moving_variance, layer(x, training=False)]
+
+
+def test_fused_batchnorm_matches_keras_batchnorm():
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.normal(3.0, 2.0, (4, 6, 6, 5)).astype(np.float32))
+    weights = [rng.normal(1, 0.2, 5), rng.normal(0, 0.2, 5), rng.normal(size=x.shape).astype(np.float32)]
+    stock = _bn_outputs(keras.layers.BatchNormalization(momentum=0.9), x, weights)
+    fused = _bn_outputs(vae_model.GlobalBatchNormalization(momentum=0.9), x, weights)
+    names = ["output", "d/dx", "d/dgamma", "d/dbeta", "moving mean", "moving variance (biased)", "inference"]
+    for name, a, b in zip(names, stock, fused):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-4, err_msg=name)
+
+
+def test_batchnorm_runs_the_fused_kernel_on_one_device():
+    layer = vae_model.GlobalBatchNormalization()
+    layer.build((2, 4, 4, 3))
+    graph = tf.function(lambda x: layer(x, training=True)).get_concrete_function(
+        tf.TensorSpec((2, 4, 4, 3), tf.float32)).graph
+    assert any(op.type.startswith("FusedBatchNorm") for op in graph.get_operations())

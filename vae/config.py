@@ -66,7 +66,7 @@ class VAEConfig:
     strategy: str = "auto"  # auto | default | one_device | mirrored | multi_worker
     precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16
     jit_compile: bool = False  # XLA (slower on CPU, try it on GPU)
-    sync_batchnorm: bool = True  # BatchNorm over the global batch when there are several replicas
+    sync_batchnorm: bool = True  # global-batch BatchNorm on N replicas, fused kernel on one (off: stock, slower)
     # monitoring and checkpoints (in steps)
     validate_every: int = 100  # validation, TensorBoard epoch scalars and the resume point
     log_every: int = 10  # training scalars to TensorBoard

@@ -13,9 +13,8 @@ import tensorflow as tf
 from keras import layers, ops
 
 from vae import losses
+from vae.batchnorm import PACKAGE, GlobalBatchNormalization
 from vae.config import VAEConfig
-
-PACKAGE = "castle_dreamer"
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
@@ -43,34 +42,6 @@ class Sampling(layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "seed": self.seed}
-
-
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class GlobalBatchNormalization(layers.BatchNormalization):
-    """BatchNormalization whose statistics cover the global batch of all replicas.
-
-    Keras's `synchronized=True` computes var = E[x²] − E[x]² from all-reduced sums,
-    which cancels badly in float32 when |mean| ≫ std: on 2 replicas it gave gradients
-    1e-3 (relative) away from one device's. Here the mean is all-reduced first, then
-    the centred squares (two passes, as tf.nn.moments does on one device), so N
-    replicas match one device to float32 rounding. The all-reduce's gradient is an
-    all-reduce, so the backward pass is exact too.
-    """
-
-    def _moments(self, inputs, mask):
-        context = tf.distribute.get_replica_context()
-        if mask is not None or context is None or context.num_replicas_in_sync == 1:
-            return super()._moments(inputs, mask)
-        x = tf.cast(inputs, tf.float32)
-        axes = self._reduction_axes
-        count = tf.cast(tf.reduce_prod(tf.gather(tf.shape(x), axes)), tf.float32)
-        total = context.all_reduce(tf.distribute.ReduceOp.SUM, count)
-        mean = context.all_reduce(
-            tf.distribute.ReduceOp.SUM, tf.reduce_sum(x, axes, keepdims=True)) / total
-        squares = tf.reduce_sum(tf.square(x - mean), axes, keepdims=True)
-        variance = context.all_reduce(tf.distribute.ReduceOp.SUM, squares) / total
-        mean, variance = tf.squeeze(mean, axes), tf.squeeze(variance, axes)
-        return tf.cast(mean, inputs.dtype), tf.cast(variance, inputs.dtype)
 
 
 def _conv_bn_relu(x, filters: int, name: str, dtype, sync_bn: bool = False, momentum: float = 0.99):
@@ -234,7 +205,7 @@ def build_vae(config: VAEConfig, *, vgg_from_checkpoint: bool = False) -> VAE:
     about to be loaded holds them.
     """
     dtype = None if config.precision == "float32" else config.precision
-    # The same layer class on any number of replicas (it acts as plain BatchNorm on one),
+    # The same layer class on any number of replicas (on one it is BatchNorm's fused kernel),
     # so that weights saved by a multi-GPU run load into a single-device model.
     sync_bn = config.sync_batchnorm
     encoder = build_encoder(config, dtype, sync_bn)
