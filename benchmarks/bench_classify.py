@@ -1,19 +1,19 @@
 """Curation throughput, pass 1: the original's way vs classify.py's engine, float32 and mixed_bfloat16.
 
-    python benchmarks/bench_classify.py [--size 300] [--members 3] [--rounds 2]
+    python benchmarks/bench_classify.py [--size 300] [--members 3] [--rounds 3]
 
 Three DenseNet201 members at 300 px with random weights (no download; the same
 FLOPs as ImageNet's), all from one saved random base, as members fine-tuned from
 ImageNet share its frozen trunk:
-  original     one `model.predict(x[None])` per image per member (the original's loop)
-  engine fp32  classify.py's Ensemble with its CPU defaults: the trunk up to pool4_pool
-               once per image, then the three conv5+head tails, one compiled function
-               per call of 8 images, run as 2 parallel branches of 4
-  1 stream     the same, each call of 8 images as one branch (intra-op threads only)
-  mb16         the same, the whole batch of 16 in one call and one branch
-  engine bf16  the same under mixed_bfloat16 (the scores stay float32)
-  engine+files the fp32 engine fed by classify.py's reader: JPEG files (640x480)
-               decoded and resized by tf.data in parallel, bad-file bookkeeping
+  original       one `model.predict(x[None])` per image per member (the original's loop)
+  engine fp32    classify.py's Ensemble with its CPU defaults: the trunk up to pool4_pool
+                 once per image, then the three conv5+head tails, one compiled function
+                 per call of 32 images, fused BatchNorm (`for_inference`)
+  stock BN       the same with Keras 3's own BatchNormalization (what fusing is worth)
+  engine bf16    the same under mixed_bfloat16 (the scores stay float32)
+  engine+files   the bf16 engine fed by classify.py's reader: JPEG files (640x480)
+                 decoded and resized by tf.data in parallel, bad-file bookkeeping (the
+                 reader's cost; on a CPU without bf16 units read it against fp32)
 Variants run round-robin (A, B, C, …, A, B, C, …) so that all see the same machine
 load; the best round of each is reported. The matmul peaks are measured in the same
 run and FLOPs are counted by TensorFlow's profiler on each graph. Prints a table,
@@ -35,23 +35,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from transfer_learning.model import (Ensemble, build_member, save_base_init, split_member,  # noqa: E402
-                                     with_precision)
+from peaks import matmul_peak  # noqa: E402
+from transfer_learning.model import (Ensemble, build_member, for_inference, save_base_init,  # noqa: E402
+                                     split_member)
 from transfer_learning.reader import read_batches  # noqa: E402
 from transfer_learning.sources import list_items  # noqa: E402
-
-
-def matmul_peak(dtype, n: int = 2048, repeats: int = 10) -> float:
-    """Best GFLOP/s of an n×n matmul on this machine."""
-    a = tf.cast(tf.random.normal((n, n)), dtype)
-    fn = tf.function(lambda x: tf.matmul(x, x))
-    fn(a).numpy()
-    best = 0.0
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn(a).numpy()
-        best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
-    return best
 
 
 def gflops(model, shape) -> float:
@@ -83,11 +71,10 @@ def main(argv=None) -> int:
     parser.add_argument("--backbone", default="DenseNet201")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--original-images", type=int, default=12, help="per round")
-    parser.add_argument("--engine-images", type=int, default=48, help="per round")
-    parser.add_argument("--batch", type=int, default=16, help="images per batch (classify.py --batch-size)")
-    parser.add_argument("--micro-batch", type=int, default=8, help="images per model call (the CPU default)")
-    parser.add_argument("--streams", type=int, default=2, help="parallel branches per call (the CPU default)")
-    parser.add_argument("--alt-micro-batch", type=int, default=16)
+    parser.add_argument("--engine-images", type=int, default=64, help="per round")
+    parser.add_argument("--batch", type=int, default=32, help="images per batch (classify.py --batch-size)")
+    parser.add_argument("--micro-batch", type=int, default=32, help="images per model call (the CPU default)")
+    parser.add_argument("--streams", type=int, default=1, help="parallel branches per call (the default)")
     args = parser.parse_args(argv)
     tf.get_logger().setLevel("ERROR")  # predict() per image per member retraces: expected, not news
 
@@ -95,7 +82,13 @@ def main(argv=None) -> int:
         init = save_base_init(Path(tmp) / "base.weights.h5", args.backbone, args.size, seed=0)
         members = [build_member(args.backbone, args.size, str(init), seed=s, name=f"member_{s}")
                    for s in range(args.members)]
-        fast = [with_precision(m, "mixed_bfloat16") for m in members]
+        engines = {}
+        for precision, short in (("float32", "fp32"), ("mixed_bfloat16", "bf16")):
+            for fuse, suffix in ((True, ""), (False, ", stock BN")):
+                copies = [for_inference(m, precision, fuse_batchnorm=fuse) for m in members]
+                engines[f"engine {short}{suffix}"] = Ensemble(
+                    copies, micro_batch=args.micro_batch, streams=args.streams)
+        assert all(e.shared for e in engines.values())
         rng = np.random.default_rng(0)
         images = rng.random((max(args.engine_images, args.original_images), args.size, args.size, 3),
                             np.float32)
@@ -104,11 +97,6 @@ def main(argv=None) -> int:
         write_photos(photos, args.engine_images)
         items = list_items([str(photos)])
 
-        engine32 = Ensemble(members, micro_batch=args.micro_batch, streams=args.streams)
-        engine_one = Ensemble(members, micro_batch=args.micro_batch, streams=1)
-        engine_alt = Ensemble(members, micro_batch=args.alt_micro_batch, streams=1)
-        engine16 = Ensemble(fast, micro_batch=args.micro_batch, streams=args.streams)
-        assert engine32.shared and engine16.shared
 
         def original(n):
             for x in images[:n]:
@@ -123,14 +111,11 @@ def main(argv=None) -> int:
 
         def engine_files(n):
             for batch in read_batches(items[:n], args.size, "stretch", args.batch):
-                engine32(batch.images)
+                engines["engine bf16"](batch.images)
 
-        variants = {"original": (original, args.original_images),
-                    "engine fp32": (engine(engine32), args.engine_images),
-                    "engine fp32 1 stream": (engine(engine_one), args.engine_images),
-                    f"engine fp32 mb{args.alt_micro_batch}": (engine(engine_alt), args.engine_images),
-                    "engine bf16": (engine(engine16), args.engine_images),
-                    "engine+files fp32": (engine_files, args.engine_images)}
+        variants = {"original": (original, args.original_images)}
+        variants.update({name: (engine(e), args.engine_images) for name, e in engines.items()})
+        variants["engine+files bf16"] = (engine_files, args.engine_images)
         for fn, _ in variants.values():  # warm-up: tracing, first-call allocations
             fn(min(args.batch, 2) if fn is not original else 1)
         rates: dict[str, list[float]] = {name: [] for name in variants}
@@ -145,7 +130,7 @@ def main(argv=None) -> int:
         peak32, peak16 = max(p[0] for p in peaks), max(p[1] for p in peaks)
 
         check = images[:8]
-        score32, score16 = engine32(check), engine16(check)
+        score32, score16 = engines["engine fp32"](check), engines["engine bf16"](check)
         one_by_one = np.concatenate([m.predict(check, verbose=0) for m in members], axis=1)
         trunk, tail = split_member(members[0])
         shape = (args.size, args.size, 3)
@@ -160,14 +145,14 @@ def main(argv=None) -> int:
     print(f"\npass 1 of classify.py: {args.members} x {args.backbone} at {args.size} px, random weights, "
           f"batch {args.batch}, calls of {args.micro_batch} images in {args.streams} branches, "
           f"best of {args.rounds} rounds")
-    print(f"{'variant':<22}{'images/s':>9}{'vs original':>13}{'GFLOP/image':>13}{'GFLOP/s':>9}{'of peak':>9}")
+    print(f"{'variant':<24}{'images/s':>9}{'vs original':>13}{'GFLOP/image':>13}{'GFLOP/s':>9}{'of peak':>9}")
     rows = {}
     for name in variants:
         flops = work.get(name, engine_gf)
         achieved = best[name] * flops
         peak = peak16 if "bf16" in name else peak32
         rows[name] = dict(rate=best[name], ratio=best[name] / base, fraction=achieved / peak)
-        print(f"{name:<22}{best[name]:>9.2f}{best[name] / base:>12.2f}x{flops:>13.2f}{achieved:>9.1f}"
+        print(f"{name:<24}{best[name]:>9.2f}{best[name] / base:>12.2f}x{flops:>13.2f}{achieved:>9.1f}"
               f"{achieved / peak:>8.0%}")
     print(f"one member {member_gf:.2f} GFLOP = trunk to pool4_pool {trunk_gf:.2f} ({trunk_gf / member_gf:.0%}) "
           f"+ conv5 and head {tail_gf:.2f}; matmul peak fp32 {peak32:.0f}, bf16 {peak16:.0f} GFLOP/s")
@@ -178,16 +163,11 @@ def main(argv=None) -> int:
     print(json.dumps({
         "backbone": args.backbone, "size": args.size, "members": args.members, "batch": args.batch,
         "micro_batch": args.micro_batch, "streams": args.streams, "rounds": args.rounds,
-        "original_images_per_s": round(best["original"], 3),
-        "engine_fp32_images_per_s": round(best["engine fp32"], 3),
-        "engine_fp32_1_stream_images_per_s": round(best["engine fp32 1 stream"], 3),
-        f"engine_fp32_mb{args.alt_micro_batch}_images_per_s": round(
-            best[f"engine fp32 mb{args.alt_micro_batch}"], 3),
-        "engine_bf16_images_per_s": round(best["engine bf16"], 3),
-        "engine_files_fp32_images_per_s": round(best["engine+files fp32"], 3),
+        "images_per_s": {k: round(v, 3) for k, v in best.items()},
+        "speedup": {k: round(v["ratio"], 2) for k, v in rows.items()},
         "speedup_fp32": round(rows["engine fp32"]["ratio"], 2),
         "speedup_bf16": round(rows["engine bf16"]["ratio"], 2),
-        "speedup_files_fp32": round(rows["engine+files fp32"]["ratio"], 2),
+        "speedup_files_bf16": round(rows["engine+files bf16"]["ratio"], 2),
         "gflop_per_image_original": round(work["original"], 2), "gflop_per_image_engine": round(engine_gf, 2),
         "trunk_fraction_of_member_flops": round(trunk_gf / member_gf, 3),
         "peak_fp32_gflops": round(peak32, 1), "peak_bf16_gflops": round(peak16, 1),

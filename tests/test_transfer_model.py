@@ -8,9 +8,10 @@ import pytest
 import tensorflow as tf
 
 from transfer_learning.model import (SPLIT_LAYER, BackbonePreprocess, Ensemble, MemberError,
-                                     build_member, calibrate_batchnorm, load_member, save_base_init,
-                                     set_stage, split_member, stage_layers, trunk_fingerprint,
-                                     with_precision)
+                                     build_member, calibrate_batchnorm, for_inference, load_member,
+                                     save_base_init, set_stage, split_member, stage_layers,
+                                     trunk_fingerprint)
+from vae.batchnorm import GlobalBatchNormalization
 
 SIZE = 64  # DenseNet's pool4 output is 2x2 here: a real spatial tail, still cheap
 
@@ -98,13 +99,14 @@ def test_shared_trunk_ensemble_equals_members_one_by_one(ensemble, images, expec
     rows = [1, 3, 4]  # pass 1's survivors only
     np.testing.assert_allclose(ensemble.scores([1], features=Ensemble.select(features, rows)).numpy(),
                                expected[rows, 1:], atol=1e-5)
-    # Calls of 4 images then 1, each as 2 parallel branches (2+2, then 0+1): the same scores.
+    # Calls of 4 images (2 parallel branches of 2) then 1 (one branch): the same scores.
     ensemble.micro_batch, ensemble.streams = 4, 2
     try:
         features, first = ensemble.run(images, [0])
         np.testing.assert_allclose(first.numpy(), expected[:, :1], atol=1e-5)
         np.testing.assert_allclose(ensemble.scores([1], features=features).numpy(), expected[:, 1:],
                                    atol=1e-5)
+        assert {key[2] for key in ensemble._functions if key[0] == "run"} == {1, 2}  # the 1-image call: 1 branch
     finally:
         ensemble.micro_batch, ensemble.streams = 0, 1
 
@@ -127,14 +129,28 @@ def test_member_from_another_init_runs_whole_and_still_matches(members, images, 
 
 
 def test_mixed_bfloat16_member_keeps_a_float32_score_close_to_float32(members, images, expected):
-    fast = with_precision(members[0], "mixed_bfloat16")
+    fast = for_inference(members[0], "mixed_bfloat16")
     assert fast.get_layer("conv1_conv").dtype_policy.name == "mixed_bfloat16"
     assert fast.get_layer("score").dtype_policy.name == "float32"
     assert fast.get_layer("preprocess").dtype_policy.name == "float32"
     scores = fast(images, training=False)
     assert scores.dtype == "float32"
     np.testing.assert_allclose(scores.numpy(), expected[:, :1], atol=2e-2)
-    assert with_precision(members[0], "float32") is members[0]
+
+
+def test_inference_copy_runs_fused_batchnorm_and_scores_the_same(members, images, expected):
+    copy = for_inference(members[0], "float32")
+    norms = [layer for layer in copy.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert norms and all(isinstance(layer, GlobalBatchNormalization) for layer in norms)
+    assert copy is not members[0] and copy.count_params() == members[0].count_params()
+    np.testing.assert_allclose(copy(images, training=False).numpy(), expected[:, :1], atol=1e-5)
+    graph = tf.function(lambda x: copy(x, training=False)).get_concrete_function(
+        tf.TensorSpec((None,) + tuple(images.shape[1:]), tf.float32)).graph
+    assert any(op.type.startswith("FusedBatchNorm") for op in graph.get_operations())
+    # Sharing the trunk still works on the copies: same weights, same fingerprint.
+    ensemble = Ensemble([for_inference(m) for m in members])
+    assert ensemble.shared
+    np.testing.assert_allclose(ensemble(images), expected, atol=1e-5)
 
 
 def test_split_needs_a_layer_that_cuts_the_network():

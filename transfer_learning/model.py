@@ -34,6 +34,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+from vae.batchnorm import GlobalBatchNormalization
+
 log = logging.getLogger(__name__)
 
 SPLIT_LAYER = "pool4_pool"  # DenseNet: end of the conv4 transition, the last layer never unfrozen
@@ -236,30 +238,35 @@ def set_stage(member: keras.Model, stage: int) -> int:
 # --------------------------------------------------------------------------- precision
 
 
-def with_precision(model: keras.Model, precision: str) -> keras.Model:
-    """The same member computing under `precision` (float32 or mixed_bfloat16), same weights.
+def for_inference(model: keras.Model, precision: str = "float32", *, fuse_batchnorm: bool = True
+                  ) -> keras.Model:
+    """The same member for scoring: computing under `precision`, fused BatchNorm, same weights.
 
-    The preprocessing and the score layer stay float32. SavedModel (TFSMLayer)
-    members run as they were saved.
+    With `fuse_batchnorm`, every BatchNormalization becomes `GlobalBatchNormalization`,
+    which at inference runs TensorFlow's fused kernel (fused with the following ReLU
+    on a CPU) instead of Keras 3's separate element-wise ops and float32 casts; the
+    gain is measured by benchmarks/bench_classify.py ("stock BN" rows). The
+    preprocessing and the score layer stay float32. SavedModel (TFSMLayer) members
+    run as they were saved.
     """
     if any(isinstance(layer, keras.layers.TFSMLayer) for layer in model.layers):
         if precision != "float32":
             log.info("%s: a SavedModel member runs in its saved precision", model.name)
         return model
     keep = {PREPROCESS, SCORE}
-
-    def wanted(layer) -> str:
-        return "float32" if layer.name in keep else precision
-
-    if all(layer.dtype_policy.name == wanted(layer) for layer in model.layers
-           if not isinstance(layer, keras.layers.InputLayer)):
-        return model
+    stock = [layer for layer in model.layers if type(layer) is layers.BatchNormalization]
+    if (not stock or not fuse_batchnorm) and all(
+            layer.dtype_policy.name == ("float32" if layer.name in keep else precision)
+            for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)):
+        return model  # nothing to change: no copy
 
     def clone(layer):
         config = layer.get_config()
         if layer.name not in keep:
             config["dtype"] = keras.DTypePolicy(precision)
-        return layer.__class__.from_config(config)
+        fuse = fuse_batchnorm and type(layer) is layers.BatchNormalization
+        kind = GlobalBatchNormalization if fuse else layer.__class__
+        return kind.from_config(config)
 
     copy = keras.models.clone_model(model, clone_function=clone)
     copy.set_weights(model.get_weights())
@@ -419,7 +426,7 @@ class Ensemble:
     running the members one by one. For two passes, `run(images, which)` returns the
     trunk features with the scores of members `which`, and `scores(other, features=…)`
     scores other members on (a row subset, `select`) of the same features, so pass 2
-    reuses pass 1's trunk for its survivors. Each (kind, members) pair is one
+    reuses pass 1's trunk for its survivors. Each (kind, members, branches) is one
     compiled tf.function, traced once for any batch size; `micro_batch` splits big
     batches into model calls of that size (smaller batches stay in cache on a CPU)
     and `streams` runs each call as that many parallel branches.
@@ -520,23 +527,29 @@ class Ensemble:
                                       (-1, 1)), tf.float32) for i in which]
         return tf.concat(columns, axis=1)
 
-    def _in_streams(self, function, inputs):
+    @staticmethod
+    def _in_streams(function, inputs, streams: int):
         """function(inputs) on `streams` row slices as independent branches, concatenated.
 
-        The executor runs the branches at the same time; on a CPU, two small
+        The executor runs the branches at the same time; on some CPUs two small
         convolutions side by side use the cores better than one split across them.
         """
-        if self.streams <= 1:
+        if streams <= 1:
             return function(inputs)
         count = tf.shape(tf.nest.flatten(inputs)[0])[0]
-        bounds = [(k * count) // self.streams for k in range(self.streams + 1)]
+        bounds = [(k * count) // streams for k in range(streams + 1)]
         parts = [function(tf.nest.map_structure(lambda t, a=a, b=b: t[a:b], inputs))
                  for a, b in zip(bounds[:-1], bounds[1:])]
         return tf.nest.map_structure(lambda *ts: tf.concat(ts, axis=0), *parts)
 
-    def _function(self, kind: str, which: tuple[int, ...]):
-        """One compiled function per (kind, members): traced once, any batch size."""
-        key = (kind, which, self.streams)
+    def _function(self, kind: str, which: tuple[int, ...], rows: int):
+        """One compiled function per (kind, members, branches): traced once, any batch size.
+
+        A call of fewer rows than `streams` runs as one branch: an empty branch (0 rows)
+        trips oneDNN's BatchNorm rewrite on AVX-512 CPUs ("Incompatible shapes").
+        """
+        streams = self.streams if rows >= self.streams else 1
+        key = (kind, which, streams)
         if key not in self._functions:
             used = self.sources_for(which)
             image_spec = tf.TensorSpec((None,) + self.image_shape, tf.float32)
@@ -555,7 +568,7 @@ class Ensemble:
                 spec = [tuple(self._feature_spec(s) for s in used)]
 
             def function(inputs):
-                return self._in_streams(branch, inputs)
+                return self._in_streams(branch, inputs, streams)
 
             self._functions[key] = tf.function(function, input_signature=spec,
                                                jit_compile=self.jit_compile, reduce_retracing=True)
@@ -582,8 +595,7 @@ class Ensemble:
         if count == 0:
             return ({s: tf.zeros((0,) + tuple(self._feature_spec(s).shape[1:]), self._feature_spec(s).dtype)
                      for s in used}, tf.zeros((0, len(which)), tf.float32))
-        function = self._function("run", which)
-        parts = [function(images[a:b]) for a, b in self._chunks(count)]
+        parts = [self._function("run", which, b - a)(images[a:b]) for a, b in self._chunks(count)]
         features = {s: tf.concat([p[0][k] for p in parts], axis=0) if len(parts) > 1 else parts[0][0][k]
                     for k, s in enumerate(used)}
         scores = tf.concat([p[1] for p in parts], axis=0) if len(parts) > 1 else parts[0][1]
@@ -600,7 +612,8 @@ class Ensemble:
                 raise ValueError("the features lack a source these members read; pass the images too")
             images = tf.convert_to_tensor(images, tf.float32)
             count = int(images.shape[0])
-            computed = [self._function("features", missing)(images[a:b]) for a, b in self._chunks(count)]
+            computed = [self._function("features", missing, b - a)(images[a:b])
+                        for a, b in self._chunks(count)]
             for k, s in enumerate(missing):
                 features[s] = (tf.concat([c[k] for c in computed], axis=0) if len(computed) > 1
                                else computed[0][k]) if computed else images[:0]
@@ -608,8 +621,8 @@ class Ensemble:
         count = int(picked[0].shape[0])
         if count == 0:
             return tf.zeros((0, len(which)), tf.float32)
-        function = self._function("scores", which)
-        parts = [function(tuple(f[a:b] for f in picked)) for a, b in self._chunks(count)]
+        parts = [self._function("scores", which, b - a)(tuple(f[a:b] for f in picked))
+                 for a, b in self._chunks(count)]
         return parts[0] if len(parts) == 1 else tf.concat(parts, axis=0)
 
     @staticmethod
