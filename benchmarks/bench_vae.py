@@ -156,7 +156,7 @@ def main(argv=None) -> int:
     print(f"matmul peak: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s; "
           f"{gflops_per_image:.1f} GFLOP per image per step")
     print(f"loss after {args.loss_steps} identical steps: fp32 {finals['fp32']:.2f}, "
-          f"bf16 {finals['bf16']:.2f} ({loss_gap:.2%} apart)")
+          f"bf16 {finals['bf16']:.2f} ({loss_gap:.3%} apart)")
     print(json.dumps({
         "benchmark": "vae_step", "size": args.size, "batch": args.batch, "cpus": os.cpu_count(),
         "img_per_s": {k.replace(" ", "_"): round(v, 3) for k, v in best.items()},
