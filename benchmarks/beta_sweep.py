@@ -1,10 +1,11 @@
 """β-sweep: how β trades reconstruction for disentanglement on the synthetic façades.
 
-    python benchmarks/beta_sweep.py [--betas 1,2,4,8,16] [--steps 1200] [--size 64] [--out runs/beta_sweep]
+    python benchmarks/beta_sweep.py [--betas 1,2,4,8,16] [--seeds 0] [--steps 1200] [--size 64] [--out runs/beta_sweep]
 
-For each β, trains a small β-VAE with the project's own training (`vae.train.train`,
+For each β (and each seed of --seeds), trains a small β-VAE with the project's own training (`vae.train.train`,
 the "small" preset: 64-px façades, no perceptual loss) for the same number of steps
-and seed, then measures MIG, FactorVAE score and DCI disentanglement against the
+and seed (the seed draws the training façades, the initial weights, the noise
+and the metrics' samples), then measures MIG, FactorVAE score and DCI disentanglement against the
 true factors (`vae.metrics`) and the reconstruction error (sum of squared errors per
 image and PSNR) on fresh renders. As in Higgins et al. 2017, larger β should give
 more disentangled but blurrier codes.
@@ -13,8 +14,8 @@ Defaults take about half an hour on 2 CPU cores (≈ 6 min per β: 1 200 steps a
 the metrics).
 A finished β (its run directory has results.json) is not retrained: re-running the
 command after a crash continues where it stopped (and train() itself resumes).
-Prints a table, writes beta_sweep.png and beta_sweep.json in --out, and prints one
-JSON object as its last line.
+Prints a table (with several seeds: the mean and the min–max range per β), writes
+beta_sweep.png and beta_sweep.json in --out, and prints one JSON object as its last line.
 """
 
 from __future__ import annotations
@@ -37,29 +38,29 @@ COLUMNS = ("beta", "mig", "factor_vae_score", "dci_disentanglement", "recon_sse"
            "active_dims", "train_s", "metrics_s")
 
 
-def sweep_config(beta: float, args):
+def sweep_config(beta: float, seed: int, args):
     """The run's config: the "small" preset at this β with the sweep's size, steps and seed."""
     from vae.config import PRESETS, VAEConfig
 
     every = max(1, min(100, args.steps))
     return VAEConfig(**PRESETS["small"]).replace(
         beta=beta, image_size=args.size, latent_dim=args.latent_dim, max_steps=args.steps,
-        data_root=args.data_root, synthetic_count=args.synthetic_count, seed=args.seed,
+        data_root=args.data_root, synthetic_count=args.synthetic_count, seed=seed,
         validate_every=every, monitor_every=max(every, args.steps // 5), checkpoint_every=every * 5,
         validation_steps=4, demo_count=16,
     ).validate()
 
 
-def run_one(beta: float, args) -> dict:
-    """Train (or reuse) one β and measure it."""
+def run_one(beta: float, seed: int, args) -> dict:
+    """Train (or reuse) one (β, seed) and measure it."""
     from vae import evaluate, metrics, train, visualize
 
-    run_dir = Path(args.out) / f"beta-{beta:g}"
+    run_dir = Path(args.out) / (f"beta-{beta:g}" if seed == 0 else f"beta-{beta:g}-seed-{seed}")
     done = run_dir / "results.json"
     if done.exists():
         log.info("β=%g: already measured, reading %s", beta, done)
-        return json.loads(done.read_text())
-    config = sweep_config(beta, args)
+        return {"seed": 0, **json.loads(done.read_text())}
+    config = sweep_config(beta, seed, args)
     start = time.perf_counter()
     vae = train.train(config, run_dir, verbose=0 if args.quiet else 2)
     train_s = time.perf_counter() - start
@@ -70,14 +71,14 @@ def run_one(beta: float, args) -> dict:
     def represent(images):
         return visualize.encode_means(vae.encoder, images)[0]
 
-    scores = metrics.all_metrics(truth, represent, args.seed, num_samples=args.samples, num_votes=args.votes)
-    images = truth.observations(truth.sample_factors(256, np.random.default_rng(args.seed + 99)))
+    scores = metrics.all_metrics(truth, represent, seed, num_samples=args.samples, num_votes=args.votes)
+    images = truth.observations(truth.sample_factors(256, np.random.default_rng(seed + 99)))
     recon = np.asarray(vae.decoder(represent(images), training=False))
     quality = evaluate.image_quality(images, recon)
     z_mean, z_log_var = visualize.encode_means(vae.encoder, images)
     kl = visualize.mean_kl_per_dimension(z_mean, z_log_var)
     result = {
-        "beta": beta, "mig": scores["mig"], "factor_vae_score": scores["factor_vae_score"],
+        "beta": beta, "seed": seed, "mig": scores["mig"], "factor_vae_score": scores["factor_vae_score"],
         "dci_disentanglement": scores["dci_disentanglement"],
         "recon_sse": float(np.mean(np.sum((images - recon) ** 2, axis=(1, 2, 3)))),
         "recon_psnr": float(np.mean(quality["psnr"])),
@@ -92,35 +93,72 @@ def run_one(beta: float, args) -> dict:
     return result
 
 
+METRICS = ("mig", "factor_vae_score", "dci_disentanglement", "recon_sse", "recon_psnr", "active_dims",
+           "train_s", "metrics_s")
+
+
+def summarise(results: list[dict]) -> list[dict]:
+    """Per β (in order of first appearance): the mean, min and max of each metric over its seeds."""
+    betas = list(dict.fromkeys(r["beta"] for r in results))
+    rows = []
+    for beta in betas:
+        runs = [r for r in results if r["beta"] == beta]
+        row = {"beta": beta, "seeds": [r.get("seed", 0) for r in runs]}
+        for key in METRICS:
+            values = np.array([r[key] for r in runs], np.float64)
+            row[key] = float(values.mean())
+            row[key + "_min"], row[key + "_max"] = float(values.min()), float(values.max())
+        rows.append(row)
+    return rows
+
+
 def table(results: list[dict]) -> str:
-    head = ["β", "MIG", "FactorVAE", "DCI dis.", "recon SSE", "PSNR dB", "active", "train s", "metrics s"]
+    """Markdown table per β; with several seeds each cell is "mean (min–max)"."""
+    rows = summarise(results)
+    several = any(len(r["seeds"]) > 1 for r in rows)
+    formats = {"mig": ".3f", "factor_vae_score": ".3f", "dci_disentanglement": ".3f", "recon_sse": ".1f",
+               "recon_psnr": ".2f", "active_dims": ".1f" if several else ".0f", "train_s": ".0f",
+               "metrics_s": ".0f"}
+    head = ["β", "seeds", "MIG", "FactorVAE", "DCI dis.", "recon SSE", "PSNR dB", "active", "train s",
+            "metrics s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in results:
-        lines.append(f"| {r['beta']:g} | {r['mig']:.3f} | {r['factor_vae_score']:.3f} | "
-                     f"{r['dci_disentanglement']:.3f} | {r['recon_sse']:.1f} | {r['recon_psnr']:.2f} | "
-                     f"{r['active_dims']} | {r['train_s']:.0f} | {r['metrics_s']:.0f} |")
+    for r in rows:
+        cells = [f"{r['beta']:g}", ",".join(map(str, r["seeds"]))]
+        for key, fmt in formats.items():
+            cell = format(r[key], fmt)
+            if len(r["seeds"]) > 1 and key not in ("train_s", "metrics_s"):
+                cell += f" ({format(r[key + '_min'], fmt)}–{format(r[key + '_max'], fmt)})"
+            cells.append(cell)
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def plot(results: list[dict], path: Path) -> Path:
+    """Disentanglement and reconstruction error against β (mean, with the seeds' range as bars)."""
     from matplotlib.figure import Figure
 
     from vae.monitor import save_png
     from vae.visualize import figure_to_array
 
-    betas = [r["beta"] for r in results]
+    rows = summarise(results)
+    betas = [r["beta"] for r in rows]
+
+    def draw(ax, key, **style):
+        spread = [[r[key] - r[key + "_min"] for r in rows], [r[key + "_max"] - r[key] for r in rows]]
+        ax.errorbar(betas, [r[key] for r in rows], yerr=spread, fmt="o-", capsize=3, **style)
+
     fig = Figure(figsize=(7, 3.5), dpi=100)
     ax = fig.add_subplot(1, 2, 1)
     for key, label in [("mig", "MIG"), ("factor_vae_score", "FactorVAE score"),
                        ("dci_disentanglement", "DCI disentanglement")]:
-        ax.plot(betas, [r[key] for r in results], "o-", label=label)
+        draw(ax, key, label=label)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("β")
     ax.set_ylim(0, 1)
     ax.set_title("disentanglement")
     ax.legend(fontsize=7)
     ax = fig.add_subplot(1, 2, 2)
-    ax.plot(betas, [r["recon_sse"] for r in results], "o-", color="tab:red")
+    draw(ax, "recon_sse", color="tab:red")
     ax.set_xscale("log", base=2)
     ax.set_xlabel("β")
     ax.set_title("reconstruction error (SSE / image)")
@@ -138,7 +176,7 @@ def parse_args(argv):
     parser.add_argument("--synthetic-count", type=int, default=4000, help="synthetic training set size")
     parser.add_argument("--samples", type=int, default=2000, help="codes for MIG / DCI / variance estimate")
     parser.add_argument("--votes", type=int, default=300, help="FactorVAE training votes (64 images each)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds, each a full run per β")
     parser.add_argument("--data-root", default="datasets")
     parser.add_argument("--out", default="runs/beta_sweep")
     parser.add_argument("--quiet", action="store_true", help="no per-round training logs")
@@ -156,19 +194,25 @@ def main(argv=None) -> int:
     except ValueError:
         print(f"error: --betas: expected comma-separated numbers, got {args.betas!r}", file=sys.stderr)
         return 2
-    if not betas or args.steps < 1 or args.samples < 20 or args.votes < 1:
-        print("error: need at least one β, --steps >= 1, --samples >= 20 and --votes >= 1", file=sys.stderr)
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        print(f"error: --seeds: expected comma-separated integers, got {args.seeds!r}", file=sys.stderr)
+        return 2
+    if not betas or not seeds or args.steps < 1 or args.samples < 20 or args.votes < 1:
+        print("error: need at least one β and seed, --steps >= 1, --samples >= 20 and --votes >= 1", file=sys.stderr)
         return 2
     try:
-        results = [run_one(beta, args) for beta in betas]
+        results = [run_one(beta, seed, args) for beta in betas for seed in seeds]
     except (ConfigError, DataError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)
     plot_path = plot(results, out / "beta_sweep.png")
-    summary = {"benchmark": "beta_sweep", "steps": args.steps, "size": args.size,
+    summary = {"benchmark": "beta_sweep", "seeds": seeds, "steps": args.steps, "size": args.size,
                "latent_dim": args.latent_dim, "samples": args.samples, "votes": args.votes,
-               "plot": str(plot_path), "results": results}
+               "plot": str(plot_path), "results": results,
+               "per_beta": summarise(results)}
     (out / "beta_sweep.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(table(results))
     print(json.dumps(summary))
