@@ -144,7 +144,10 @@ def load_ensemble(config: ClassifyConfig):
         positive = m.info.get("positive_class")
         if positive:
             log.info("%s: scores P(%s)", m.path, positive)
-    models = [for_inference(m.model, config.precision) for m in members]
+    models = []
+    for m in members:  # one original at a time gives way to its copy: peak memory ~N+1 members, not 2N
+        models.append(for_inference(m.model, config.precision))
+        m.model = None
     # With fused BatchNorm, calls of 32 images beat calls of 16 and of 8 (in 1 or 2 parallel
     # branches) on a 2-core AVX-512 CPU: the heads' 192 000 x 512 weights are read once per
     # call. Bigger batches are split into calls of 32 there; a GPU takes whole batches.
