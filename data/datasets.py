@@ -15,6 +15,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from data import pipeline
 from data.pipeline import DataError
 
@@ -32,6 +34,7 @@ class Splits:
     validation: object
     test: object
     factors_csv: Path | None = None  # ground-truth factors (synthetic data only)
+    factors: dict | None = None  # split → (N, F) factor levels of in-memory splits (synthetic_grid)
 
     def __getitem__(self, name: str):
         return getattr(self, name)
@@ -60,6 +63,30 @@ def synthetic_folder(root, count: int, size: int, seed: int) -> Path:
             raise
         shutil.rmtree(tmp, ignore_errors=True)  # another worker finished first: same images
     return folder
+
+
+def synthetic_grid(size: int, validation: float, test: float) -> Splits:
+    """Every factor combination of the synthetic façades once, rendered in memory at `size`.
+
+    As disentanglement_lib trains on the whole of dSprites: 15 552 images, split by a
+    hash of each combination (its row of factor levels), so the test split holds
+    combinations that training never saw. Splits are (N, S, S, 3) uint8 arrays.
+    """
+    from data import synthetic
+
+    factors = synthetic.all_factors()
+    log.info("rendering all %d synthetic façade combinations at %d px in memory", len(factors), size)
+    images = synthetic.render_facades(factors, size)
+    keys = ["-".join(map(str, row)) for row in factors]
+    fractions = np.array([pipeline.split_fraction(k) for k in keys])
+    masks = {"test": fractions < test, "validation": (fractions >= test) & (fractions < test + validation),
+             "train": fractions >= test + validation}
+    for name in SPLITS:
+        if not masks[name].any():
+            raise DataError(f"synthetic_grid: the {name} split is empty; raise --validation-fraction "
+                            "/ --test-fraction")
+    return Splits(**{name: images[masks[name]] for name in SPLITS},
+                  factors={name: factors[masks[name]] for name in SPLITS})
 
 
 def _split_folder(folder: Path) -> Splits | None:
@@ -102,6 +129,8 @@ def resolve(
         folder = synthetic_folder(root, synthetic_count, image_size, seed)
         splits = hash_split(folder, validation, test)
         return Splits(splits.train, splits.validation, splits.test, folder / "factors.csv")
+    if name == "synthetic_grid":
+        return synthetic_grid(image_size, validation, test)
     if name in DOWNLOADED:
         from data import download
 

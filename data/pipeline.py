@@ -10,6 +10,8 @@ the pipeline uses, logged by path, counted and left out.
 
 from __future__ import annotations
 
+import dataclasses
+
 import argparse
 import hashlib
 import json
@@ -266,15 +268,45 @@ def dataset_from_paths(paths: Sequence[str], image_size: int = 128, **options) -
     return _finish(ds, opts, shuffle_buffer=min(len(paths), 10_000))
 
 
+def dataset_from_array(images: np.ndarray, image_size: int = 128, **options) -> tf.data.Dataset:
+    """Images from an in-memory (N, S, S, 3) uint8 array already at `image_size`; see ReadOptions."""
+    opts = ReadOptions(**options)
+    if images.ndim != 4 or images.shape[1:] != (image_size, image_size, 3) or images.dtype != np.uint8:
+        raise DataError(f"an in-memory source must be (N, {image_size}, {image_size}, 3) uint8, "
+                        f"got {images.shape} {images.dtype}")
+    if not len(images):
+        raise DataError("no images to read")
+    # Shuffle and batch indices, then gather whole batches: per-image map calls would
+    # cost as much as a small model's training step.
+    count = len(images)
+    ds = tf.data.Dataset.range(count)
+    if opts.num_shards > 1:
+        ds = ds.shard(opts.num_shards, opts.shard_index)
+    if opts.shuffle:
+        ds = ds.shuffle(count, seed=opts.seed, reshuffle_each_iteration=True)
+    if opts.repeat:
+        ds = ds.repeat()
+    table = tf.constant(images)
+
+    def gather(index):
+        return tf.cast(tf.gather(table, index), tf.float32) / 255.0
+
+    if opts.batch_size:
+        ds = ds.batch(opts.batch_size, drop_remainder=opts.drop_remainder)
+    return ds.map(gather, num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)
+
+
 def load_images(source, image_size: int = 128, *, check: bool = True, **options) -> tf.data.Dataset:
     """A batched, prefetched dataset of (size, size, 3) float32 images in [0, 1].
 
-    `source`: a folder (recursive), a .txt/.csv list of paths, a list of paths, or
-    TFRecord shards (a folder of them, a glob, a file or a list). Bad image files
+    `source`: a folder (recursive), a .txt/.csv list of paths, a list of paths, an
+    in-memory (N, S, S, 3) uint8 array, or TFRecord shards (a folder of them, a glob, a file or a list). Bad image files
     are logged and skipped (`check`); a source with no usable image raises DataError.
     `options`: see ReadOptions (batching, shuffling, crop, cache, worker shards).
     """
     ReadOptions(**options)  # bad options fail before any file is read
+    if isinstance(source, np.ndarray):
+        return dataset_from_array(source, image_size, **options)
     if is_tfrecord_source(source):
         return tfrecord_dataset(source, image_size, **options)
     paths = find_images(source)
@@ -421,6 +453,8 @@ def tfrecord_dataset(source, image_size: int = 128, **options) -> tf.data.Datase
 
 def count_images(source) -> int:
     """Number of usable images in a source (reads index.json for TFRecords when present)."""
+    if isinstance(source, np.ndarray):
+        return len(source)
     if is_tfrecord_source(source):
         files = tfrecord_files(source)
         index = Path(files[0]).parent / "index.json"

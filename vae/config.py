@@ -20,9 +20,12 @@ class ConfigError(ValueError):
     """An invalid setting; the message names the flag and what to do."""
 
 
-DATASETS = ("synthetic", "reduced_128", "reduced_256")  # or any folder / TFRecords path
+DATASETS = ("synthetic", "synthetic_grid", "reduced_128", "reduced_256")  # or any folder / TFRecords path
 STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
 PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+NETWORKS = ("original", "disentanglement_lib")
+LIKELIHOODS = ("sse", "bernoulli")
+OBJECTIVES = ("beta_vae", "annealed_vae", "beta_tc_vae", "dip_vae_i", "dip_vae_ii")
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class VAEConfig:
     """Everything that defines a β-VAE run. Defaults are the original project's."""
 
     # data
-    data: str = "reduced_128"  # synthetic | reduced_128 | reduced_256 | a folder, list or TFRecords
+    data: str = "reduced_128"  # synthetic | synthetic_grid (all 15 552 combinations) | reduced_128 | reduced_256 | a folder, list or TFRecords
     data_root: str = "datasets"  # where downloaded / generated datasets live
     synthetic_count: int = 4000  # images generated for --data synthetic
     validation_fraction: float = 0.05  # hash split of one folder (ignored if the dataset has its own)
@@ -38,6 +41,7 @@ class VAEConfig:
     crop: str = "center"  # center: crop to square then resize | stretch: plain resize (original)
     cache: bool = False  # cache decoded images in memory (small datasets)
     # model (original: 6 conv blocks down, 5 up)
+    network: str = "original"  # original | disentanglement_lib (Locatello et al. 2019: 4 strided convs, no BatchNorm)
     image_size: int = 128  # pixels per side; divisible by 2**len(encoder_filters) and 2**len(decoder_filters)
     latent_dim: int = 256  # size of z
     encoder_filters: tuple[int, ...] = (64, 64, 128, 128, 256, 256)  # one block per entry
@@ -45,13 +49,17 @@ class VAEConfig:
     dense_units: int = 512  # encoder's dense layer before the mean / log-variance heads
     batchnorm_momentum: float = 0.99  # moving-statistics momentum (Keras's default, as the original)
     # loss
-    beta: float = 1.5  # weight of KL(q(z|x) || N(0, I))
+    likelihood: str = "sse"  # sse: sum of squared errors (original) | bernoulli: cross entropy on logits (disentanglement_lib)
+    objective: str = "beta_vae"  # beta_vae | annealed_vae | beta_tc_vae | dip_vae_i | dip_vae_ii
+    beta: float = 1.5  # β-VAE: weight of KL(q(z|x) || N(0, I)); β-TCVAE: weight of the total correlation
     gamma: float = 0.001  # weight of the VGG16 perceptual loss (0 turns VGG off)
     perceptual_layer: str = "block2_conv2"  # VGG16 layer compared
     vgg_weights: str = "imagenet"  # imagenet | a local .h5/.weights.h5 file | none (random: tests only)
-    capacity_max: float = 0.0  # Burgess et al. 2018 KL capacity C in nats (0: off)
-    capacity_steps: int = 100_000  # steps for C to rise linearly from 0 to capacity_max
-    capacity_weight: float = 1000.0  # γ_c in γ_c·|KL − C| (replaces β when capacity is on)
+    capacity_max: float = 0.0  # annealed_vae (Burgess et al. 2018): KL capacity C in nats (library: c_max)
+    capacity_steps: int = 100_000  # annealed_vae: steps for C to rise from 0 to capacity_max (library: iteration_threshold)
+    capacity_weight: float = 1000.0  # annealed_vae: γ_c in γ_c·|KL − C| (library: gamma)
+    lambda_od: float = 10.0  # DIP-VAE: weight of the off-diagonal covariance penalty
+    lambda_d_factor: float = 10.0  # DIP-VAE: diagonal weight λ_d = lambda_d_factor·lambda_od (library: 10 for i, 1 for ii)
     kl_warmup_steps: int = 0  # β rises linearly from 0 over these steps (0: off)
     # optimisation (original: Adam + ExponentialDecay(5e-4, 2500, 0.96, staircase))
     batch_size: int = 32  # GLOBAL batch, split over all replicas
@@ -86,7 +94,14 @@ class VAEConfig:
                 raise ConfigError(f"--{flag}: {message}")
 
         need(self.image_size >= 16, "image-size", f"must be at least 16, got {self.image_size}")
-        for name in ("encoder_filters", "decoder_filters"):
+        need(self.network in NETWORKS, "network", f"unknown {self.network!r}; use one of {NETWORKS}")
+        need(self.likelihood in LIKELIHOODS, "likelihood", f"unknown {self.likelihood!r}; use one of {LIKELIHOODS}")
+        need(self.objective in OBJECTIVES, "objective", f"unknown {self.objective!r}; use one of {OBJECTIVES}")
+        need(self.lambda_od >= 0 and self.lambda_d_factor >= 0, "lambda-od", "DIP-VAE weights must be >= 0")
+        need(self.network != "disentanglement_lib" or self.image_size % 16 == 0, "image-size",
+             f"{self.image_size} is not divisible by 16, needed by the disentanglement_lib network's "
+             "4 stride-2 layers")
+        for name in ("encoder_filters", "decoder_filters") if self.network == "original" else ():
             blocks = len(getattr(self, name))
             flag = name.replace("_", "-")
             need(blocks >= 1 and all(f > 0 for f in getattr(self, name)), flag,

@@ -10,6 +10,7 @@ import logging
 import os
 
 import keras
+import numpy as np
 from keras import ops
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,20 @@ def reconstruction_loss(images, reconstructions):
     images = ops.cast(images, "float32")
     reconstructions = ops.cast(reconstructions, "float32")
     return ops.sum(ops.square(images - reconstructions), axis=(1, 2, 3))
+
+
+def bernoulli_loss(images, logits):
+    """−log p(x | z) of a Bernoulli decoder on logits, summed per image, (B,).
+
+    As disentanglement_lib's `bernoulli_loss` (activation "logits"): sigmoid cross
+    entropy of the pixel values in [0, 1] against the decoder's logits, computed from
+    the logits (stable), never from sigmoid outputs.
+    """
+    images = ops.cast(images, "float32")
+    logits = ops.cast(logits, "float32")
+    # max(l, 0) − l·x + log(1 + exp(−|l|)): TensorFlow's stable form.
+    per_pixel = ops.relu(logits) - logits * images + ops.log1p(ops.exp(-ops.abs(logits)))
+    return ops.sum(per_pixel, axis=(1, 2, 3))
 
 
 def kl_per_dimension(z_mean, z_log_var):
@@ -113,3 +128,60 @@ def perceptual_loss(feature_extractor, images, reconstructions):
     fake = feature_extractor(vgg_preprocess(reconstructions), training=False)
     diff = ops.abs(ops.cast(real, "float32") - ops.cast(fake, "float32"))
     return ops.sum(diff, axis=tuple(range(1, len(diff.shape))))
+
+
+# --------------------------------------------------------------------------- regularisers
+# Pure functions behind the objectives of `vae.model.VAE` (config `objective`), named
+# and weighted as in disentanglement_lib's methods/unsupervised/vae.py.
+
+
+def gaussian_log_density(samples, mean, log_var):
+    """log N(samples; mean, exp(log_var)), element-wise."""
+    log_var = ops.clip(ops.cast(log_var, "float32"), *LOG_VAR_RANGE)
+    diff = ops.cast(samples, "float32") - ops.cast(mean, "float32")
+    return -0.5 * (ops.square(diff) * ops.exp(-log_var) + log_var + np.log(2.0 * np.pi))
+
+
+def total_correlation(z, z_mean, z_log_var):
+    """Per-sample estimate of TC = KL(q(z) ‖ Π_l q(z_l)), (B,), in nats (β-TCVAE, Chen et al. 2018).
+
+    z: (B, D) samples; z_mean, z_log_var: (M, D) posteriors of the batch that stands
+    for the data (the global batch under tf.distribute; z's rows are among them).
+    Minibatch-weighted sampling with the batch as the data set: q(z) ≈ (1/M) Σ_j
+    q(z | x_j), and the same for each marginal q(z_l). Up to the additive constant
+    (D − 1)·log(N/M) of Chen et al.'s weights for a data set of N images this is
+    their MWS estimator, and its gradient is disentanglement_lib's exactly (the
+    library drops every constant). With the constants kept here, codes whose
+    posteriors cover each other and are independent across dimensions score ≈ 0.
+    """
+    z = ops.cast(z, "float32")
+    log_q = gaussian_log_density(z[:, None, :], z_mean[None, :, :], z_log_var[None, :, :])  # (B, M, D)
+    log_m = ops.log(ops.cast(ops.shape(z_mean)[0], "float32"))
+    log_qz = ops.logsumexp(ops.sum(log_q, axis=2), axis=1) - log_m  # (B,)
+    log_qz_marginals = ops.sum(ops.logsumexp(log_q, axis=1) - log_m, axis=1)  # (B,)
+    return log_qz - log_qz_marginals
+
+
+def covariance(values):
+    """Covariance of the rows of (M, D) `values` about their mean, (D, D) (1/M, as the library)."""
+    values = ops.cast(values, "float32")
+    centred = values - ops.mean(values, axis=0, keepdims=True)
+    return ops.matmul(ops.transpose(centred), centred) / ops.cast(ops.shape(values)[0], "float32")
+
+
+def dip_regulariser(z_mean, z_log_var, lambda_od: float, lambda_d: float, dip_type: str = "i"):
+    """DIP-VAE's moment-matching penalty of one batch, a scalar (Kumar et al. 2018).
+
+    λ_od·Σ_{i≠j} Cov_ij² + λ_d·Σ_i (Cov_ii − 1)², with Cov the covariance of the
+    encoder means (DIP-VAE-I) or of z under q(z) = E_x q(z|x), i.e. Cov[μ] + E[diag σ²]
+    (DIP-VAE-II). It is 0 when that covariance is the identity.
+    """
+    cov = covariance(z_mean)
+    if dip_type == "ii":
+        log_var = ops.clip(ops.cast(z_log_var, "float32"), *LOG_VAR_RANGE)
+        cov = cov + ops.diag(ops.mean(ops.exp(log_var), axis=0))
+    elif dip_type != "i":
+        raise ValueError(f"dip_type must be 'i' or 'ii', got {dip_type!r}")
+    diagonal = ops.diagonal(cov)
+    off_diagonal = cov - ops.diag(diagonal)
+    return lambda_od * ops.sum(ops.square(off_diagonal)) + lambda_d * ops.sum(ops.square(diagonal - 1.0))

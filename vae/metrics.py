@@ -210,26 +210,70 @@ def dci_completeness_from_importance(importance: np.ndarray) -> float:
     return dci_disentanglement_from_importance(importance.T) if importance.shape[0] > 1 else 1.0
 
 
+def gbt_importance(codes: np.ndarray, factors: np.ndarray, test_codes: np.ndarray,
+                   test_factors: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """(importance (D, F), train accuracy, test accuracy) as disentanglement_lib's _compute_importance_gbt.
+
+    One scikit-learn GradientBoostingClassifier (default settings) per factor; the
+    importance of each code is its |feature importance|; accuracies are averaged over factors.
+    """
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    importance = np.zeros((codes.shape[1], factors.shape[1]))
+    train_acc, test_acc = [], []
+    for k in range(factors.shape[1]):
+        model = GradientBoostingClassifier()
+        model.fit(codes, factors[:, k])
+        importance[:, k] = np.abs(model.feature_importances_)
+        train_acc.append(np.mean(model.predict(codes) == factors[:, k]))
+        test_acc.append(np.mean(model.predict(test_codes) == test_factors[:, k]))
+    return importance, float(np.mean(train_acc)), float(np.mean(test_acc))
+
+
+def dci_method(method: str = "auto") -> str:
+    """'gbt' (disentanglement_lib's, needs scikit-learn) or 'ridge'; 'auto' picks gbt when installed."""
+    if method == "auto":
+        try:
+            import sklearn  # noqa: F401
+        except ImportError:
+            return "ridge"
+        return "gbt"
+    if method not in ("gbt", "ridge"):
+        raise ValueError(f"DCI method must be auto, gbt or ridge, got {method!r}")
+    return method
+
+
 def dci(ground_truth: GroundTruth, represent: Representation, rng: np.random.Generator,
-        num_train: int = 10_000, num_test: int = 5_000, batch_size: int = 64) -> dict:
+        num_train: int = 10_000, num_test: int = 5_000, batch_size: int = 64,
+        method: str = "auto") -> dict:
     """DCI disentanglement, completeness and informativeness (Eastwood & Williams 2018).
 
     As disentanglement_lib's compute_dci: importances from `num_train` codes, then
-    informativeness on `num_test` fresh ones (here the ridge fit's mean R²).
+    informativeness on `num_test` fresh ones. method "gbt": the library's boosted
+    trees and classification accuracies; "ridge": |ridge weights| and the fit's mean
+    R² (see the module docstring); "auto": gbt when scikit-learn is installed.
     """
+    method = dci_method(method)
     codes, factors = generate_batch(ground_truth, represent, num_train, rng, batch_size)
     test_codes, test_factors = generate_batch(ground_truth, represent, num_test, rng, batch_size)
-    weights = ridge_fit(codes, factors)
-    importance = importance_matrix(weights)
+    if method == "gbt":
+        importance, train_score, test_score = gbt_importance(codes, factors, test_codes, test_factors)
+    else:
+        weights = ridge_fit(codes, factors)
+        importance = importance_matrix(weights)
+        train_score = float(np.mean(r_squared(weights, codes, factors, codes, factors)))
+        test_score = float(np.mean(r_squared(weights, test_codes, test_factors, codes, factors)))
     return {"dci_disentanglement": dci_disentanglement_from_importance(importance),
             "dci_completeness": dci_completeness_from_importance(importance),
-            "dci_informativeness_train": float(np.mean(r_squared(weights, codes, factors, codes, factors))),
-            "dci_informativeness_test": float(np.mean(
-                r_squared(weights, test_codes, test_factors, codes, factors)))}
+            "dci_informativeness_train": train_score,
+            "dci_informativeness_test": test_score,
+            "dci_method": method,
+            "dci_importance": importance.tolist()}
 
 
 def all_metrics(ground_truth: GroundTruth, represent: Representation, seed: int = 0, *,
-                num_samples: int = 10_000, num_votes: int = 10_000, batch_size: int = 64) -> dict[str, float]:
+                num_samples: int = 10_000, num_votes: int = 10_000, batch_size: int = 64,
+                dci_method: str = "auto") -> dict:
     """MIG, FactorVAE score and DCI; disentanglement_lib's counts by default (10 000 each).
 
     `num_samples` codes for MIG, DCI and the FactorVAE variance estimate; `num_votes`
@@ -238,11 +282,62 @@ def all_metrics(ground_truth: GroundTruth, represent: Representation, seed: int 
     fv = factor_vae_score(ground_truth, represent, np.random.default_rng(seed + 1), batch_size=batch_size,
                           num_train=num_votes, num_eval=max(num_votes // 2, 1),
                           num_variance_estimate=num_samples)
+    mig_scores = mig(ground_truth, represent, np.random.default_rng(seed), num_train=num_samples,
+                     batch_size=batch_size)
     return {
-        "mig": mig(ground_truth, represent, np.random.default_rng(seed), num_train=num_samples,
-                   batch_size=batch_size)["discrete_mig"],
+        "mig": mig_scores["discrete_mig"],
+        "mig_per_factor": mig_scores["mig_per_factor"],
         "factor_vae_score": fv["eval_accuracy"],
+        "factor_vae_train_accuracy": fv["train_accuracy"],
         "factor_vae_active_dims": fv["num_active_dims"],
         **dci(ground_truth, represent, np.random.default_rng(seed + 2), num_train=num_samples,
-              num_test=max(num_samples // 2, 1), batch_size=batch_size),
+              num_test=max(num_samples // 2, 1), batch_size=batch_size, method=dci_method),
     }
+
+
+# --------------------------------------------------------------------------- the factor grid
+
+def grid_ground_truth(factor_sizes) -> tuple[GroundTruth, Callable[[np.ndarray], np.ndarray]]:
+    """A ground truth whose observations are the factors themselves, and its table lookup.
+
+    Observations are a function of the factors, so a model's codes for the whole grid
+    (one row per combination, in `np.ravel_multi_index` order) answer every metric's
+    queries: `represent = table_representation(codes, factor_sizes)`.
+    """
+    return GroundTruth(tuple(int(n) for n in factor_sizes), lambda factors: np.asarray(factors))
+
+
+def table_representation(codes: np.ndarray, factor_sizes) -> Representation:
+    """factors (N, F) → the rows of the grid's code table (prod(sizes), D)."""
+    sizes = tuple(int(n) for n in factor_sizes)
+    if len(codes) != int(np.prod(sizes)):
+        raise ValueError(f"a grid of {sizes} has {int(np.prod(sizes))} combinations; "
+                         f"the code table has {len(codes)} rows")
+    table = np.asarray(codes, np.float64)
+    return lambda factors: table[np.ravel_multi_index(np.asarray(factors).T, sizes)]
+
+
+def grid_metrics(codes: np.ndarray, factor_sizes, seed: int = 0, **kwargs) -> dict:
+    """Every metric of `all_metrics` from a code table of the whole factor grid (seconds, not hours)."""
+    truth = grid_ground_truth(factor_sizes)
+    return all_metrics(truth, table_representation(codes, factor_sizes), seed, **kwargs)
+
+
+def normalised_mutual_info(codes: np.ndarray, factors: np.ndarray, num_bins: int = 20) -> np.ndarray:
+    """(D, F) mutual information of each binned code with each factor over the factor's entropy.
+
+    1 when a code dimension determines the factor; MIG's matrix before the gap is taken.
+    """
+    binned = histogram_discretize(codes, num_bins)
+    h = np.array([entropy(factors[:, k]) for k in range(factors.shape[1])])
+    return np.array([[mutual_info(binned[:, j], factors[:, k]) / h[k] for k in range(factors.shape[1])]
+                     for j in range(codes.shape[1])])
+
+
+def factor_labels(information: np.ndarray, factor_names) -> list[tuple[str, float]]:
+    """Per code dimension: (the factor it carries most information about, that normalised MI).
+
+    information: (D, F) from `normalised_mutual_info`.
+    """
+    information = np.asarray(information, np.float64)
+    return [(factor_names[int(np.argmax(row))], float(np.max(row))) for row in information]

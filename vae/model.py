@@ -86,8 +86,52 @@ def build_decoder(config: VAEConfig, dtype=None, sync_bn: bool = False) -> keras
         x = layers.UpSampling2D(2, name=f"dec{i}_up", dtype=dtype)(x)
         x = _conv_bn_relu(x, filters, f"dec{i}a", dtype, sync_bn, config.batchnorm_momentum)
         x = _conv_bn_relu(x, filters, f"dec{i}b", dtype, sync_bn, config.batchnorm_momentum)
-    images = layers.Conv2D(3, 3, padding="same", activation="sigmoid", name="rgb", dtype="float32")(x)
+    logits = layers.Conv2D(3, 3, padding="same", name="logits", dtype="float32")(x)
+    return _decoder_model(z, logits)
+
+
+def _decoder_model(z, logits) -> keras.Model:
+    # Sigmoid as its own layer: the Bernoulli likelihood reads the logits before it.
+    images = layers.Activation("sigmoid", name="rgb", dtype="float32")(logits)
     return keras.Model(z, images, name="decoder")
+
+
+# disentanglement_lib's methods/shared/architectures.py (conv_encoder, deconv_decoder):
+# (filters, kernel) of each stride-2 layer, and the dense widths.
+DLIB_ENCODER = ((32, 4), (32, 4), (64, 2), (64, 2))
+DLIB_DECODER = ((64, 4), (32, 4), (32, 4))
+DLIB_DENSE = 256
+
+
+def build_dlib_encoder(config: VAEConfig, dtype=None) -> keras.Model:
+    """disentanglement_lib's conv_encoder: 4 stride-2 ReLU convs, Dense 256, linear heads."""
+    images = keras.Input((config.image_size, config.image_size, 3), name="images")
+    x = images
+    for i, (filters, kernel) in enumerate(DLIB_ENCODER, start=1):
+        x = layers.Conv2D(filters, kernel, strides=2, padding="same", activation="relu",
+                          name=f"enc{i}_conv", dtype=dtype)(x)
+    x = layers.Flatten(name="flatten", dtype=dtype)(x)
+    x = layers.Dense(DLIB_DENSE, activation="relu", name="dense", dtype=dtype)(x)
+    z_mean = layers.Dense(config.latent_dim, name="z_mean", dtype="float32")(x)
+    z_log_var = layers.Dense(config.latent_dim, name="z_log_var", dtype="float32")(x)
+    return keras.Model(images, [z_mean, z_log_var], name="encoder")
+
+
+def build_dlib_decoder(config: VAEConfig, dtype=None) -> keras.Model:
+    """disentanglement_lib's deconv_decoder: Dense 256, Dense to a (S/16)² × 64 grid, 4 stride-2 deconvs.
+
+    At 64 px the grid is the library's 4 × 4 × 64 (Dense 1024); other sizes scale it.
+    """
+    grid = config.image_size // 16
+    z = keras.Input((config.latent_dim,), name="z")
+    x = layers.Dense(DLIB_DENSE, activation="relu", name="dense1", dtype=dtype)(z)
+    x = layers.Dense(grid * grid * 64, activation="relu", name="dense2", dtype=dtype)(x)
+    x = layers.Reshape((grid, grid, 64), name="grid", dtype=dtype)(x)
+    for i, (filters, kernel) in enumerate(DLIB_DECODER, start=1):
+        x = layers.Conv2DTranspose(filters, kernel, strides=2, padding="same", activation="relu",
+                                   name=f"dec{i}_deconv", dtype=dtype)(x)
+    logits = layers.Conv2DTranspose(3, 4, strides=2, padding="same", name="logits", dtype="float32")(x)
+    return _decoder_model(z, logits)
 
 
 class VAE(keras.Model):
@@ -97,10 +141,15 @@ class VAE(keras.Model):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
+        # The same layers up to the sigmoid: the Bernoulli likelihood needs the logits.
+        self.decoder_logits = keras.Model(decoder.input, decoder.get_layer("logits").output,
+                                          name="decoder_logits")
         self.feature_extractor = feature_extractor
         self.config = config
         self.sampling = Sampling(seed=config.seed, name="sampling")
-        names = ["loss", "reconstruction", "kl", "perceptual", "active_dims"]
+        names = ["loss", "reconstruction", "kl", "total_correlation", "perceptual", "active_dims"]
+        if config.objective.startswith("dip_vae"):
+            names.append("dip")
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
 
     @property
@@ -130,24 +179,51 @@ class VAE(keras.Model):
     # ------------------------------------------------------------------ loss
 
     def loss_terms(self, images, seed, training: bool):
-        """Per-image loss terms (each (B,), float32) and the per-dimension KL (B, D)."""
+        """Per-image loss terms (each (B,), float32) and the per-dimension KL (B, D).
+
+        The objective (config `objective`, as disentanglement_lib's methods):
+            beta_vae      recon + β·KL  (β ramped over kl_warmup_steps if set)
+            annealed_vae  recon + γ_c·|KL − C(step)|  (per image; the library takes the batch-mean KL)
+            beta_tc_vae   recon + KL + (β − 1)·TC
+            dip_vae_i/ii  recon + KL + DIP penalty of the batch's covariance
+        TC and DIP are functions of the whole batch: under tf.distribute the posteriors
+        of every replica are gathered (the gather's gradient is an all-reduce), so N
+        replicas compute what one device computes on the same global batch.
+        """
+        config = self.config
         z_mean, z_log_var = self.encoder(images, training=training)
         z = self.sampling(z_mean, z_log_var, seed=seed)
-        reconstructions = self.decoder(z, training=training)
-        recon = losses.reconstruction_loss(images, reconstructions)
+        logits = self.decoder_logits(z, training=training)
+        reconstructions = ops.sigmoid(ops.cast(logits, "float32"))
+        if config.likelihood == "bernoulli":
+            recon = losses.bernoulli_loss(images, logits)
+        else:
+            recon = losses.reconstruction_loss(images, reconstructions)
         kl_dims = losses.kl_per_dimension(z_mean, z_log_var)
         kl = tf.reduce_sum(kl_dims, axis=1)
-        if self.feature_extractor is not None and self.config.gamma > 0:
+        if self.feature_extractor is not None and config.gamma > 0:
             perceptual = losses.perceptual_loss(self.feature_extractor, images, reconstructions)
         else:
             perceptual = tf.zeros_like(recon)
+        batch_mean, batch_log_var = _global_batch(z_mean), _global_batch(z_log_var)
+        tc = losses.total_correlation(z, batch_mean, batch_log_var)
         step = self.optimizer.iterations if self.optimizer is not None else 0
-        if self.config.capacity_max > 0:
-            kl_term = losses.capacity_objective(kl, self.capacity(step), self.config.capacity_weight)
+        terms = {"reconstruction": recon, "kl": kl, "total_correlation": tc, "perceptual": perceptual}
+        if config.objective == "annealed_vae":
+            regulariser = losses.capacity_objective(kl, self.capacity(step), config.capacity_weight)
+        elif config.objective == "beta_tc_vae":
+            regulariser = kl + (config.beta - 1.0) * tc
+        elif config.objective.startswith("dip_vae"):
+            dip = losses.dip_regulariser(batch_mean, batch_log_var, config.lambda_od,
+                                         config.lambda_d_factor * config.lambda_od,
+                                         config.objective.rsplit("_", 1)[1])
+            # The batch's penalty, counted once per batch: every image carries it, and the
+            # training step averages over the batch.
+            regulariser = kl + dip
+            terms["dip"] = tf.fill(tf.shape(kl), dip)
         else:
-            kl_term = self.kl_weight(step) * kl
-        total = recon + kl_term + self.config.gamma * perceptual
-        terms = {"loss": total, "reconstruction": recon, "kl": kl, "perceptual": perceptual}
+            regulariser = self.kl_weight(step) * kl
+        terms["loss"] = recon + regulariser + config.gamma * perceptual
         return terms, kl_dims
 
     def _seed(self, stream: int):
@@ -191,6 +267,14 @@ class VAE(keras.Model):
         return self._update_trackers(terms, kl_dims)
 
 
+def _global_batch(values):
+    """`values` (B, ...) of every replica, concatenated in batch order; differentiable."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return values
+    return context.all_gather(values, axis=0)
+
+
 def learning_rate_schedule(config: VAEConfig):
     """The original's schedule: ExponentialDecay(5e-4, 2500, 0.96, staircase=True)."""
     return keras.optimizers.schedules.ExponentialDecay(
@@ -208,8 +292,10 @@ def build_vae(config: VAEConfig, *, vgg_from_checkpoint: bool = False) -> VAE:
     # The same layer class on any number of replicas (on one it is BatchNorm's fused kernel),
     # so that weights saved by a multi-GPU run load into a single-device model.
     sync_bn = config.sync_batchnorm
-    encoder = build_encoder(config, dtype, sync_bn)
-    decoder = build_decoder(config, dtype, sync_bn)
+    if config.network == "disentanglement_lib":
+        encoder, decoder = build_dlib_encoder(config, dtype), build_dlib_decoder(config, dtype)
+    else:
+        encoder, decoder = build_encoder(config, dtype, sync_bn), build_decoder(config, dtype, sync_bn)
     extractor = None
     if config.gamma > 0:
         extractor = losses.build_feature_extractor(

@@ -1,0 +1,382 @@
+"""A disentanglement study that survives interruptions: (objective, hyperparameter, seed) runs.
+
+    python -m vae.study run [--only ID ...] [--steps 30000] [--seeds 0,1,2]
+    python -m vae.study report
+
+Every run trains disentanglement_lib's 64-px network (Bernoulli likelihood, Adam 1e-4,
+batch 64, 10 latents) on all 15 552 synthetic façade combinations (`--data
+synthetic_grid`) with the project's own training (`vae.train.train`), then encodes
+the whole factor grid once and measures MIG, FactorVAE score and DCI at
+disentanglement_lib's sample counts from that table, and PSNR on the held-out
+combinations. A finished run leaves in the results folder (committed):
+
+    <id>.json       config, steps, wall time, every metric, PSNR, per-dimension labels
+    <id>.npz        encoder means of all 15 552 combinations (float16, compressed):
+                    any metric can be recomputed from this file alone
+    <id>.png        a traversal of every latent dimension, each row labelled with the
+                    factor it carries most information about
+
+A run whose JSON exists is skipped; a killed run resumes from its run directory
+(`vae.train` resumes at the last round). `report` regenerates the table, the plot and
+the README section between the study markers from the results folder alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+RESULTS = Path("results/study")
+RUNS = Path("runs/study")
+README_BEGIN, README_END = "<!-- study:begin -->", "<!-- study:end -->"
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One configuration of the study; `settings` are VAEConfig fields (library names)."""
+
+    objective: str
+    settings: tuple[tuple[str, float], ...]
+
+    @property
+    def name(self) -> str:
+        return "-".join([self.objective] + [f"{k}={v:g}" for k, v in self.settings])
+
+    def run_id(self, seed: int) -> str:
+        return f"{self.name}-seed={seed}"
+
+
+# The study's plan: a β = 1 baseline, two larger β, β-TCVAE and DIP-VAE-I, each with the
+# hyperparameter disentanglement_lib's study found typical (β-TCVAE β 6; DIP-I λ_od 10).
+PLAN = (
+    Spec("beta_vae", (("beta", 1.0),)),
+    Spec("beta_vae", (("beta", 8.0),)),
+    Spec("beta_tc_vae", (("beta", 6.0),)),
+    Spec("beta_vae", (("beta", 4.0),)),
+    Spec("dip_vae_i", (("lambda_od", 10.0), ("lambda_d_factor", 10.0))),
+)
+
+
+def study_config(spec: Spec, seed: int, steps: int, data_root: str = "datasets"):
+    """The VAEConfig of one run: disentanglement_lib's network, likelihood and optimiser at 64 px."""
+    from vae.config import VAEConfig
+
+    every = max(1, min(1000, steps))
+    return VAEConfig(
+        data="synthetic_grid", data_root=data_root, image_size=64, latent_dim=10,
+        network="disentanglement_lib", likelihood="bernoulli", objective=spec.objective,
+        gamma=0.0, batch_size=64, learning_rate=1e-4, decay_rate=1.0, max_steps=steps, seed=seed,
+        validation_fraction=0.02, test_fraction=0.02, validate_every=every, validation_steps=4,
+        log_every=max(1, every // 10), monitor_every=every * 5, checkpoint_every=every * 10,
+        demo_count=16, **dict(spec.settings),
+    ).validate()
+
+
+def encode_grid(encoder, image_size: int, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """(means, log-variances), each (15 552, D) float32, of every factor combination in grid order."""
+    from data import synthetic
+
+    factors = synthetic.all_factors()
+    means, log_vars = [], []
+    for start in range(0, len(factors), batch_size):
+        images = synthetic.render_facades(factors[start:start + batch_size], image_size)
+        z_mean, z_log_var = encoder(images.astype(np.float32) / 255.0, training=False)
+        means.append(np.asarray(z_mean))
+        log_vars.append(np.asarray(z_log_var))
+    return np.concatenate(means), np.concatenate(log_vars)
+
+
+def measure(codes: np.ndarray, seed: int, samples: int = 10_000, votes: int = 10_000,
+            dci_method: str = "auto") -> dict:
+    """Every metric from a grid code table (float16 as saved, so the file reproduces it exactly)."""
+    from data import synthetic
+    from vae import metrics
+
+    codes = np.asarray(codes, np.float16).astype(np.float64)
+    scores = metrics.grid_metrics(codes, synthetic.FACTOR_SIZES, seed, num_samples=samples,
+                                  num_votes=votes, dci_method=dci_method)
+    information = metrics.normalised_mutual_info(codes, synthetic.all_factors())
+    scores["labels"] = [{"factor": f, "information": round(v, 4)}
+                        for f, v in metrics.factor_labels(information, synthetic.FACTOR_NAMES)]
+    scores["normalised_mutual_info"] = information.round(4).tolist()
+    return scores
+
+
+def _write_json(data: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def label_text(dim: int, label: dict, kl: float) -> str:
+    """"z3 · roof 0.71" (a collapsed dimension: "z3 · off")."""
+    if kl < 0.01:
+        return f"z{dim} · off"
+    return f"z{dim} · {label['factor'].replace('_', ' ')} {label['information']:.2f}"
+
+
+def traversal_picture(decoder, z: np.ndarray, labels: list[str], steps: int = 7) -> np.ndarray:
+    """Every dimension swept from −2.5 to +2.5 around `z`, one labelled row each."""
+    from vae import visualize
+
+    sweep = visualize.traversal(decoder, z, np.arange(len(z)), np.linspace(-2.5, 2.5, steps))
+    return visualize.labelled_grid(sweep, labels, label_width=150)
+
+
+@contextlib.contextmanager
+def claim(lock_path: Path):
+    """An exclusive lock on one run (several study processes share the plan); yields False if taken.
+
+    flock: the kernel releases it when the holder dies, so a killed run is free again.
+    """
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def run_one(spec: Spec, seed: int, args) -> dict | None:
+    """Train (or resume) one run, measure it and write its files; a finished run is read back.
+
+    None if another study process is running it.
+    """
+    results = Path(args.results)
+    done = results / f"{spec.run_id(seed)}.json"
+    if done.exists():
+        log.info("%s: finished, skipped", spec.run_id(seed))
+        return json.loads(done.read_text())
+    with claim(Path(args.runs) / f"{spec.run_id(seed)}.lock") as mine:
+        if not mine:
+            log.info("%s: another process is running it, skipped", spec.run_id(seed))
+            return None
+        if done.exists():  # finished by another process while we waited for the lock
+            return json.loads(done.read_text())
+        return _train_and_measure(spec, seed, args)
+
+
+def _train_and_measure(spec: Spec, seed: int, args) -> dict:
+    import keras
+
+    from data import datasets
+    from vae import evaluate, train, visualize
+    from vae.monitor import save_png
+
+    results = Path(args.results)
+    run_id = spec.run_id(seed)
+    done = results / f"{run_id}.json"
+    config = study_config(spec, seed, args.steps, args.data_root)
+    keras.utils.set_random_seed(seed)
+    start = time.perf_counter()
+    vae = train.train(config, Path(args.runs) / run_id, verbose=0 if args.quiet else 2)
+    train_s = time.perf_counter() - start
+
+    start = time.perf_counter()
+    means, log_vars = encode_grid(vae.encoder, config.image_size)
+    codes = means.astype(np.float16)
+    scores = measure(codes, seed, args.samples, args.votes)
+    kl = visualize.mean_kl_per_dimension(means, log_vars)
+    test = datasets.synthetic_grid(config.image_size, config.validation_fraction, config.test_fraction).test
+    images = test.astype(np.float32) / 255.0
+    recon = np.asarray(vae.decoder(visualize.encode_means(vae.encoder, images)[0], training=False))
+    baseline = np.broadcast_to(images.mean(0, keepdims=True), images.shape)
+    quality = evaluate.image_quality(images, recon)
+    result = {
+        "id": run_id, "objective": spec.objective, "settings": dict(spec.settings), "seed": seed,
+        "steps": int(vae.optimizer.iterations.numpy()), "batch_size": config.batch_size,
+        "train_s": round(train_s, 1), "metrics_s": round(time.perf_counter() - start, 1),
+        **{k: v for k, v in scores.items()},
+        "test_psnr": float(np.mean(quality["psnr"])),
+        "test_baseline_mean_image_psnr": float(np.mean(evaluate.image_quality(images, baseline)["psnr"])),
+        "test_images": int(len(images)),
+        "kl_per_dim": kl.round(4).tolist(), "active_dims": int(np.sum(kl > 0.01)),
+        "metric_samples": args.samples, "metric_votes": args.votes,
+        "machine": platform.processor() or platform.machine(), "threads": args.threads,
+        "config": config.to_dict(),
+    }
+    results.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(results / f"{run_id}.npz", codes=codes)
+    labels = [label_text(d, lab, kl[d]) for d, lab in enumerate(scores["labels"])]
+    z = visualize.encode_means(vae.encoder, images[:1])[0][0]
+    save_png(traversal_picture(vae.decoder, z, labels), results / f"{run_id}.png")
+    _write_json(result, done)  # last: its presence means the run is complete
+    log.info("%s: MIG %.3f, FactorVAE %.3f, DCI %.3f, PSNR %.2f dB", run_id, result["mig"],
+             result["factor_vae_score"], result["dci_disentanglement"], result["test_psnr"])
+    keras.backend.clear_session()
+    return result
+
+
+# --------------------------------------------------------------------------- report
+
+SCORES = (("mig", "MIG", ".3f"), ("factor_vae_score", "FactorVAE", ".3f"),
+          ("dci_disentanglement", "DCI dis.", ".3f"), ("test_psnr", "PSNR dB", ".2f"),
+          ("active_dims", "active", ".1f"))
+
+
+def load_results(folder) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
+
+
+def summarise(results: list[dict]) -> list[dict]:
+    """Per configuration (objective + settings): seeds, mean, min and max of each score."""
+    groups: dict[str, list[dict]] = {}
+    for r in results:
+        name = Spec(r["objective"], tuple(r["settings"].items())).name
+        groups.setdefault(name, []).append(r)
+    rows = []
+    for name, runs in groups.items():
+        row = {"config": name, "objective": runs[0]["objective"], "settings": runs[0]["settings"],
+               "seeds": sorted(r["seed"] for r in runs), "steps": min(r["steps"] for r in runs),
+               "train_min": float(np.mean([r["train_s"] for r in runs]) / 60)}
+        for key, _, _ in SCORES:
+            values = np.array([r[key] for r in runs], np.float64)
+            row[key], row[key + "_min"], row[key + "_max"] = values.mean(), values.min(), values.max()
+        rows.append(row)
+    return sorted(rows, key=lambda r: -r["mig"])
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: one row per configuration, each score "mean (min–max)" over its seeds."""
+    head = ["configuration", "seeds", "steps"] + [title for _, title, _ in SCORES] + ["train min/run"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["config"].replace("_", "\\_"), ",".join(map(str, r["seeds"])), f"{r['steps']:,}"]
+        for key, _, fmt in SCORES:
+            cell = format(r[key], fmt)
+            if len(r["seeds"]) > 1:
+                cell += f" ({format(r[key + '_min'], fmt)}–{format(r[key + '_max'], fmt)})"
+            cells.append(cell)
+        cells.append(f"{r['train_min']:.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> Path:
+    """MIG and FactorVAE score per configuration (mean, seeds' range as bars) against PSNR."""
+    from matplotlib.figure import Figure
+
+    from vae.monitor import save_png
+    from vae.visualize import figure_to_array
+
+    fig = Figure(figsize=(9, 3.6), dpi=100)
+    for i, (key, title) in enumerate([("mig", "MIG"), ("factor_vae_score", "FactorVAE score")]):
+        ax = fig.add_subplot(1, 2, i + 1)
+        for r in rows:
+            ax.errorbar([r["test_psnr"]], [r[key]], yerr=[[r[key] - r[key + "_min"]], [r[key + "_max"] - r[key]]],
+                        xerr=[[r["test_psnr"] - r["test_psnr_min"]], [r["test_psnr_max"] - r["test_psnr"]]],
+                        fmt="o", capsize=3, label=r["config"])
+        ax.set_xlabel("test PSNR (dB)")
+        ax.set_title(title)
+        ax.set_ylim(0, 1)
+    fig.axes[0].legend(fontsize=6, loc="upper left")
+    fig.tight_layout()
+    return save_png(figure_to_array(fig), path)
+
+
+def report(results_folder, readme: Path | None) -> dict:
+    """Table, plot and JSON summary from the results folder; the README section rewritten."""
+    results = load_results(results_folder)
+    if not results:
+        raise FileNotFoundError(f"{results_folder}: no finished runs")
+    rows = summarise(results)
+    text = table(rows)
+    plot(rows, Path(results_folder) / "study.png")
+    if readme is not None and readme.exists():
+        content = readme.read_text()
+        if README_BEGIN in content and README_END in content:
+            head, rest = content.split(README_BEGIN, 1)
+            tail = rest.split(README_END, 1)[1]
+            readme.write_text(f"{head}{README_BEGIN}\n{text}\n{README_END}{tail}")
+    return {"runs": len(results), "table": text, "rows": rows}
+
+
+# --------------------------------------------------------------------------- CLI
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog="python -m vae.study", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="train and measure every run of the plan not yet in the results")
+    run.add_argument("--steps", type=int, default=30_000, help="training steps per run (batch 64)")
+    run.add_argument("--seeds", default="0,1,2", help="comma-separated seeds of every configuration")
+    run.add_argument("--only", nargs="*", default=None, help="configuration names (see --list) to run")
+    run.add_argument("--list", action="store_true", help="print the plan's run ids and exit")
+    run.add_argument("--samples", type=int, default=10_000, help="codes for MIG, DCI, FactorVAE variances")
+    run.add_argument("--votes", type=int, default=10_000, help="FactorVAE training votes (half for evaluation)")
+    run.add_argument("--results", default=str(RESULTS), help="folder of finished runs (committed)")
+    run.add_argument("--runs", default=str(RUNS), help="run directories (checkpoints, logs)")
+    run.add_argument("--data-root", default="datasets")
+    run.add_argument("--quiet", action="store_true", help="no per-round training logs")
+    run.add_argument("--threads", type=int, default=0,
+                     help="TensorFlow threads (0: all cores); on 2 cores, two study processes of "
+                          "1 thread each train more steps per second than one of 2")
+    rep = sub.add_parser("report", help="table, plot and README section from the results folder")
+    rep.add_argument("--results", default=str(RESULTS))
+    rep.add_argument("--readme", default="README.md", help="README whose study section is rewritten ('' : none)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "report":
+        try:
+            summary = report(args.results, Path(args.readme) if args.readme else None)
+        except FileNotFoundError as err:
+            print(f"error: --results: {err}", file=sys.stderr)
+            return 2
+        print(summary["table"])
+        print(json.dumps({"study": str(args.results), "runs": summary["runs"], "rows": summary["rows"]}))
+        return 0
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        print(f"error: --seeds: expected comma-separated integers, got {args.seeds!r}", file=sys.stderr)
+        return 2
+    specs = [s for s in PLAN if args.only is None or s.name in args.only]
+    if not seeds or not specs or args.steps < 1 or args.samples < 20 or args.votes < 1:
+        print("error: need a seed, a configuration of the plan (--list), --steps >= 1, --samples >= 20 "
+              "and --votes >= 1", file=sys.stderr)
+        return 2
+    # Seed-major: every configuration's first seed finishes before any second seed starts.
+    order = [(spec, seed) for seed in seeds for spec in specs]
+    if args.list:
+        print("\n".join(spec.run_id(seed) for spec, seed in order))
+        return 0
+    from vae.config import ConfigError
+
+    if args.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+    try:
+        for spec, seed in order:
+            run_one(spec, seed, args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
