@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from vae import distribute
+from common import distribute
 from vae.config import PRESETS, VAEConfig
 from vae.model import GlobalBatchNormalization, build_vae
 

@@ -11,7 +11,7 @@ from transfer_learning.model import (SPLIT_LAYER, BackbonePreprocess, Ensemble, 
                                      build_member, calibrate_batchnorm, for_inference, load_member,
                                      save_base_init, set_stage, split_member, stage_layers,
                                      trunk_fingerprint)
-from vae.batchnorm import GlobalBatchNormalization
+from common.batchnorm import GlobalBatchNormalization
 
 SIZE = 64  # DenseNet's pool4 output is 2x2 here: a real spatial tail, still cheap
 

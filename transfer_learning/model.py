@@ -34,7 +34,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from vae.batchnorm import GlobalBatchNormalization
+from common.batchnorm import GlobalBatchNormalization
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from vae import losses
-from vae.batchnorm import PACKAGE, GlobalBatchNormalization
+from common.batchnorm import PACKAGE, GlobalBatchNormalization
 from vae.config import VAEConfig
 
 

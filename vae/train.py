@@ -29,7 +29,8 @@ import numpy as np
 import tensorflow as tf
 
 from data import datasets, pipeline
-from vae import distribute, monitor
+from common import distribute
+from vae import monitor
 from vae.config import ConfigError, VAEConfig
 from vae.model import VAE, build_vae
 
