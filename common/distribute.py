@@ -10,9 +10,11 @@ when that strategy is created.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import warnings
 
 import tensorflow as tf
 
@@ -69,6 +71,42 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
 
 def is_multi_worker(strategy) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+
+
+def check_global_batch(batch_size: int, strategy) -> None:
+    """Refuse a global batch that does not split evenly over the replicas (`--batch-size`)."""
+    from common.config import ConfigError
+
+    replicas = strategy.num_replicas_in_sync
+    if batch_size % replicas:
+        raise ConfigError(f"--batch-size: {batch_size} is not divisible by the {replicas} replicas; "
+                          f"use a multiple of {replicas}")
+
+
+def shard_by_data(strategy, *datasets: tf.data.Dataset) -> tuple[tf.data.Dataset, ...]:
+    """Under MultiWorker, shard by DATA: each worker keeps its share of every global batch."""
+    if not is_multi_worker(strategy):
+        return datasets
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return tuple(ds.with_options(options) for ds in datasets)
+
+
+def fit_verbosity(verbose: int | str | None) -> int | str:
+    """Keras `verbose`: as given, else a progress bar on a terminal and one line per epoch in a log."""
+    if verbose is not None:
+        return verbose
+    import sys
+
+    return 1 if sys.stdout.isatty() else 2
+
+
+@contextlib.contextmanager
+def quiet_end_of_data():
+    """Silence Keras's warning at the end of every dataset of unknown length (ours skip bad files)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Your input ran out of data")
+        yield
 
 
 def worker_index() -> int:

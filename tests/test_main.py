@@ -96,9 +96,9 @@ def test_generate_subcommand_writes_images(finished_run, tmp_path):
         "generated_0000.png", "generated_0001.png", "generated_0002.png", "generated_grid.png"]
 
 
-def test_test_subcommand_rewrites_metrics(finished_run):
+def test_evaluate_subcommand_rewrites_metrics(finished_run):
     (finished_run / "metrics.json").unlink()
-    assert cli.main(["test", "--run-dir", str(finished_run)]) == 0
+    assert cli.main(["evaluate", "--run-dir", str(finished_run)]) == 0
     assert "test_psnr" in json.loads((finished_run / "metrics.json").read_text())
 
 
@@ -113,10 +113,10 @@ def test_changed_settings_in_an_existing_run_dir_are_refused(finished_run, capsy
     (["--data", "synthetic", "--image-size", "100"], "--image-size"),
     (["--data", "synthetic", "--beta", "-2"], "--beta"),
     (["--data", "/no/such/folder"], "--data"),
-    (["test", "--run-dir", "/no/such/run"], "--run-dir"),
+    (["evaluate", "--run-dir", "/no/such/run"], "--run-dir"),
 ])
 def test_usage_errors_are_one_line_with_exit_code_2(argv, flag, capsys, tmp_path):
-    code = cli.main(argv + ["--run-dir", str(tmp_path / "r")] if argv[0] != "test" else argv)
+    code = cli.main(argv + ["--run-dir", str(tmp_path / "r")] if argv[0] != "evaluate" else argv)
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.startswith(f"error: {flag}") and "\n" not in err
 

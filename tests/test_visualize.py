@@ -117,7 +117,7 @@ def test_traverse_and_interpolate_write_png_gif_and_tensorboard(run):
 
 
 def test_evaluate_writes_disentanglement_metrics(run):
-    assert cli.main(["evaluate", "--run-dir", str(run), "--samples", "100", "--votes", "5"]) == 0
+    assert cli.main(["metrics", "--run-dir", str(run), "--samples", "100", "--votes", "5"]) == 0
     metrics = json.loads((run / "metrics.json").read_text())
     for key in ["mig", "factor_vae_score", "dci_disentanglement", "reconstruction_psnr",
                 "reconstruction_ssim"]:

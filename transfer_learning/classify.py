@@ -36,9 +36,11 @@ if __name__ == "__main__":  # as a script: quiet TensorFlow's C++ start-up logs,
 
 import numpy as np
 
+from common.config import ConfigError
+from common.files import write_json
 from data.pipeline import DataError
 from transfer_learning import config as cfg
-from transfer_learning.config import ClassifyConfig, ConfigError
+from transfer_learning.config import ClassifyConfig
 from transfer_learning.manifest import (ERROR, KEPT, REJECTED_1, REJECTED_2, Manifest, ManifestError,
                                         merge_manifests, read_manifest, score_columns, summary)
 from transfer_learning.model import MemberError
@@ -104,7 +106,7 @@ def _check_settings(config: ClassifyConfig, members: dict, path: Path) -> None:
     The resolved config and the settings that decide the results are saved next to
     the manifest (MANIFEST.json).
     """
-    settings = {k: cfg.to_dict(config)[k] for k in RESULT_SETTINGS} | members
+    settings = {k: config.to_dict()[k] for k in RESULT_SETTINGS} | members
     sidecar = path.with_suffix(".json")
     if sidecar.exists() and path.exists():
         previous = json.loads(sidecar.read_text()).get("settings", {})
@@ -112,11 +114,7 @@ def _check_settings(config: ClassifyConfig, members: dict, path: Path) -> None:
         if changed:
             raise ManifestError(f"--manifest: {path} was written with other settings "
                                 f"({', '.join(changed)}); use the same ones to resume, or a new --manifest")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = sidecar.with_name(sidecar.name + ".tmp")
-    tmp.write_text(json.dumps({"settings": settings, "config": cfg.to_dict(config)}, indent=2,
-                              sort_keys=True) + "\n")
-    os.replace(tmp, sidecar)
+    write_json(sidecar, {"settings": settings, "config": config.to_dict()})
 
 
 def load_ensemble(config: ClassifyConfig):

@@ -1,40 +1,28 @@
 """Settings of the two curation programs: one frozen dataclass each, with the original's defaults.
 
 `TrainConfig` is `python transfer_learning/train.py`, `ClassifyConfig` is
-`python transfer_learning/classify.py`. CLI flags are generated from the fields
-(`--image-size 64`, tuples as several values: `--stages 0 1`), `--config x.json`
-overrides the defaults and explicit flags override the file.
+`python transfer_learning/classify.py`. Flags, help texts and JSON files come from
+`common.config` (tuples as several values: `--stages 0 1`); `--config x.json` sets
+the settings it names and explicit flags override the file.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
-import typing
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 
+from common import config as settings
+from common.config import STRATEGIES, Settings, need
 
-class ConfigError(ValueError):
-    """An invalid setting; the message names the flag and what to do."""
-
-
-STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
-PRECISIONS = ("float32", "mixed_bfloat16")
+PRECISIONS = ("float32", "mixed_bfloat16")  # float16 loss scaling is not wired into the members' training
 CROPS = ("stretch", "center")  # stretch: whole image resized (original) | center: centre square
 RULES = ("all", "mean", "majority")
 MODES = ("copy", "move", "link", "none")
 
 
-def _need(ok: bool, flag: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(f"--{flag.replace('_', '-')}: {message}")
-
-
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Settings):
     """One pass's ensemble: data, member architecture, the original's 4-stage schedule."""
 
     # data
@@ -69,40 +57,40 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Raise ConfigError naming the flag of the first invalid setting."""
-        _need(bool(self.data), "data", "required: a folder with one sub-folder per class")
-        _need(os.path.isdir(self.data), "data", f"{self.data}: no such folder")
-        _need(not self.validation or os.path.isdir(self.validation), "validation",
+        need(bool(self.data), "data", "required: a folder with one sub-folder per class")
+        need(os.path.isdir(self.data), "data", f"{self.data}: no such folder")
+        need(not self.validation or os.path.isdir(self.validation), "validation",
               f"{self.validation}: no such folder")
-        _need(0 < self.validation_fraction < 1, "validation_fraction", "must be in (0, 1)")
-        _need(self.crop in CROPS, "crop", f"use one of {', '.join(CROPS)}")
-        _need(self.image_size >= 32, "image_size", f"must be at least 32, got {self.image_size}")
-        _need(self.dense_layers >= 0, "dense_layers", "must be >= 0")
-        _need(self.dense_units >= 1, "dense_units", "must be at least 1")
-        _need(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
-        _need(self.l2 >= 0, "l2", "must be >= 0")
-        _need(self.members >= 1, "members", f"must be at least 1, got {self.members}")
-        _need(bool(self.stages) and all(s in (0, 1, 2, 3) for s in self.stages)
+        need(0 < self.validation_fraction < 1, "validation_fraction", "must be in (0, 1)")
+        need(self.crop in CROPS, "crop", f"use one of {', '.join(CROPS)}")
+        need(self.image_size >= 32, "image_size", f"must be at least 32, got {self.image_size}")
+        need(self.dense_layers >= 0, "dense_layers", "must be >= 0")
+        need(self.dense_units >= 1, "dense_units", "must be at least 1")
+        need(0 <= self.dropout < 1, "dropout", "must be in [0, 1)")
+        need(self.l2 >= 0, "l2", "must be >= 0")
+        need(self.members >= 1, "members", f"must be at least 1, got {self.members}")
+        need(bool(self.stages) and all(s in (0, 1, 2, 3) for s in self.stages)
               and list(self.stages) == sorted(set(self.stages)), "stages",
               "one or more of 0 1 2 3, in increasing order")
-        _need(self.epochs_per_stage >= 1, "epochs_per_stage", "must be at least 1")
-        _need(self.steps_per_epoch >= 0, "steps_per_epoch", "must be >= 0")
-        _need(self.validation_steps >= 0, "validation_steps", "must be >= 0")
-        _need(self.batch_size >= 1, "batch_size", "must be at least 1")
-        _need(self.learning_rate > 0, "learning_rate", "must be > 0")
-        _need(self.strategy in STRATEGIES, "strategy", f"use one of {', '.join(STRATEGIES)}")
-        _need(self.precision in PRECISIONS, "precision", f"use one of {', '.join(PRECISIONS)}")
-        _need(self.weights in ("imagenet", "none") or os.path.isfile(self.weights), "weights",
+        need(self.epochs_per_stage >= 1, "epochs_per_stage", "must be at least 1")
+        need(self.steps_per_epoch >= 0, "steps_per_epoch", "must be >= 0")
+        need(self.validation_steps >= 0, "validation_steps", "must be >= 0")
+        need(self.batch_size >= 1, "batch_size", "must be at least 1")
+        need(self.learning_rate > 0, "learning_rate", "must be > 0")
+        need(self.strategy in STRATEGIES, "strategy", f"use one of {', '.join(STRATEGIES)}")
+        need(self.precision in PRECISIONS, "precision", f"use one of {', '.join(PRECISIONS)}")
+        need(self.weights in ("imagenet", "none") or os.path.isfile(self.weights), "weights",
               f"{self.weights}: not 'imagenet', 'none' or an existing weights file")
         import keras
 
-        _need(self.backbone[:1].isupper() and callable(getattr(keras.applications, self.backbone, None)),
+        need(self.backbone[:1].isupper() and callable(getattr(keras.applications, self.backbone, None)),
               "backbone", f"{self.backbone!r} is not a keras.applications model "
               "(e.g. DenseNet201, DenseNet121, MobileNetV3Small, EfficientNetB0)")
         return self
 
 
 @dataclass(frozen=True)
-class ClassifyConfig:
+class ClassifyConfig(Settings):
     """A curation run: inputs, the two ensembles, the keep rule and where results go."""
 
     # inputs and members
@@ -130,141 +118,31 @@ class ClassifyConfig:
 
     def validate(self) -> "ClassifyConfig":
         """Raise ConfigError naming the flag of the first invalid setting."""
-        _need(bool(self.input), "input", "required: a folder, a .txt/.csv list or .tar shards")
-        _need(bool(self.pass1), "pass1", "required: the pass-1 members (files or train.py run dirs)")
-        _need(0 < self.threshold < 1, "threshold", f"must be in (0, 1), got {self.threshold}")
-        _need(self.rule in RULES, "rule", f"use one of {', '.join(RULES)}")
-        _need(self.mode in MODES, "mode", f"use one of {', '.join(MODES)}")
-        _need(self.batch_size >= 1, "batch_size", "must be at least 1")
-        _need(self.micro_batch >= 0, "micro_batch", "must be >= 0")
-        _need(self.streams >= 0, "streams", "must be >= 0")
-        _need(self.image_size == 0 or self.image_size >= 32, "image_size", "must be 0 or at least 32")
-        _need(self.crop in CROPS + ("",), "crop", f"use one of {', '.join(CROPS)}")
-        _need(self.precision in PRECISIONS, "precision", f"use one of {', '.join(PRECISIONS)}")
-        _need(self.num_shards >= 1, "num_shards", "must be at least 1")
-        _need(0 <= self.shard_index < self.num_shards, "shard_index",
+        need(bool(self.input), "input", "required: a folder, a .txt/.csv list or .tar shards")
+        need(bool(self.pass1), "pass1", "required: the pass-1 members (files or train.py run dirs)")
+        need(0 < self.threshold < 1, "threshold", f"must be in (0, 1), got {self.threshold}")
+        need(self.rule in RULES, "rule", f"use one of {', '.join(RULES)}")
+        need(self.mode in MODES, "mode", f"use one of {', '.join(MODES)}")
+        need(self.batch_size >= 1, "batch_size", "must be at least 1")
+        need(self.micro_batch >= 0, "micro_batch", "must be >= 0")
+        need(self.streams >= 0, "streams", "must be >= 0")
+        need(self.image_size == 0 or self.image_size >= 32, "image_size", "must be 0 or at least 32")
+        need(self.crop in CROPS + ("",), "crop", f"use one of {', '.join(CROPS)}")
+        need(self.precision in PRECISIONS, "precision", f"use one of {', '.join(PRECISIONS)}")
+        need(self.num_shards >= 1, "num_shards", "must be at least 1")
+        need(0 <= self.shard_index < self.num_shards, "shard_index",
               f"{self.shard_index} is not in [0, {self.num_shards})")
         return self
 
 
-Config = typing.TypeVar("Config", TrainConfig, ClassifyConfig)
+def add_arguments(parser: argparse.ArgumentParser, cls) -> None:
+    """`--config` plus one flag per field of `cls`, help from the field comments."""
+    parser.add_argument("--config", metavar="FILE", help="JSON file of settings (only those it names change)")
+    settings.add_arguments(parser, cls)
 
 
-# --------------------------------------------------------------------------- (de)serialisation
-
-
-def to_dict(config) -> dict:
-    return {f.name: (list(v) if isinstance(v := getattr(config, f.name), tuple) else v)
-            for f in fields(config)}
-
-
-def save(config, path) -> None:
-    """Write the config as JSON, atomically."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-def from_dict(cls: type[Config], values: dict, source: str = "config") -> Config:
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
-    hints = typing.get_type_hints(cls)
-    return cls(**{k: _coerce(hints[k], k, v, source) for k, v in values.items()})
-
-
-def load(cls: type[Config], path) -> Config:
-    path = Path(path)
-    try:
-        values = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"--config: {path}: no such file") from None
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"--config: {path}: not valid JSON ({err.msg}, line {err.lineno})") from None
-    if not isinstance(values, dict):
-        raise ConfigError(f"--config: {path}: expected a JSON object")
-    return from_dict(cls, values, source=str(path))
-
-
-def _coerce(kind, name: str, value, source: str):
-    try:
-        if typing.get_origin(kind) is tuple:
-            item = typing.get_args(kind)[0]
-            items = [value] if isinstance(value, str) else list(value)
-            return tuple(item(v) for v in items)
-        if kind is bool:
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {name}={value!r} is not a valid "
-                          f"{getattr(kind, '__name__', kind)}") from None
-
-
-# --------------------------------------------------------------------------- flags
-
-
-def add_arguments(parser: argparse.ArgumentParser, cls: type) -> None:
-    """`--config` plus one `--flag` per field (default: unset, so a config file can fill it)."""
-    parser.add_argument("--config", metavar="FILE", help="JSON file overriding the defaults")
-    group = parser.add_argument_group("settings")
-    hints = typing.get_type_hints(cls)
-    for f in fields(cls):
-        flag = "--" + f.name.replace("_", "-")
-        kind = hints[f.name]
-        default = f.default
-        shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-        comment = _field_comments(cls).get(f.name, "")
-        help_text = f"{comment} (default: {shown!s})" if comment else f"(default: {shown!s})"
-        help_text = help_text.replace("%", "%%")
-        if kind is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                               default=None, help=help_text)
-        elif typing.get_origin(kind) is tuple:
-            group.add_argument(flag, dest=f.name, nargs="+", default=None,
-                               metavar=f.name.split("_")[-1].upper(), help=help_text)
-        else:
-            group.add_argument(flag, dest=f.name, default=None,
-                               metavar=f.name.split("_")[-1].upper(), help=help_text)
-
-
-def _field_comments(cls: type) -> dict[str, str]:
-    """The one-line comment after each field in the class source (shown by --help)."""
-    import inspect
-
-    comments = {}
-    try:
-        lines = inspect.getsource(cls).splitlines()
-    except (OSError, TypeError):
-        return comments
-    names = {f.name for f in fields(cls)}
-    for line in lines:
-        head, _, comment = line.partition("  # ")
-        name = head.strip().split(":")[0]
-        if name in names and comment:
-            comments[name] = comment.strip()
-    return comments
-
-
-def from_args(cls: type[Config], args: argparse.Namespace, **overrides) -> Config:
-    """Defaults < --config file < explicit flags < `overrides`; validated."""
-    values: dict = {}
-    if getattr(args, "config", None):
-        values.update(to_dict(load(cls, args.config)))
-    for f in fields(cls):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            values[f.name] = value
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    return from_dict(cls, values, source="flags").validate()
-
-
-def replace(config: Config, **changes) -> Config:
-    return dataclasses.replace(config, **changes)
+def from_args(cls, args: argparse.Namespace, **overrides):
+    """Defaults < --config file < explicit flags < `overrides` (unless None); validated."""
+    layers = [settings.read_json(cls, args.config)] if getattr(args, "config", None) else []
+    layers += [settings.given(cls, args), {k: v for k, v in overrides.items() if v is not None}]
+    return settings.resolve(cls, *layers)

@@ -39,13 +39,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from common import distribute
+from common.config import ConfigError
+from common.files import atomic_write, write_json
 from data import pipeline
 from data.pipeline import DataError
 from transfer_learning import config as cfg
 from transfer_learning.augment import augmentation
-from transfer_learning.config import ConfigError, TrainConfig
+from transfer_learning.config import TrainConfig
 from transfer_learning.model import MemberError, build_member, save_base_init, set_stage
-from common import distribute
 
 log = logging.getLogger(__name__)
 
@@ -146,18 +148,9 @@ def make_dataset(paths, labels, config: TrainConfig, *, training: bool, seed: in
 # --------------------------------------------------------------------------- callbacks
 
 
-def _atomic_json(data: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
 def save_member(model: keras.Model, path: Path) -> None:
     """The member without optimizer state, written under a temporary name then renamed."""
-    inference = keras.Model(model.input, model.output, name=model.name)
-    tmp = path.with_name("tmp-" + path.name)
-    inference.save(str(tmp))
-    os.replace(tmp, path)
+    atomic_write(path, keras.Model(model.input, model.output, name=model.name).save)
 
 
 class BestMember(keras.callbacks.Callback):
@@ -178,7 +171,7 @@ class BestMember(keras.callbacks.Callback):
             return
         save_member(self.model, self.path)
         metrics = {k: float(v) for k, v in logs.items() if k.startswith("val_")}
-        _atomic_json({**self.info, **metrics, "stage": self.stage, "epoch": int(epoch) + 1},
+        write_json({**self.info, **metrics, "stage": self.stage, "epoch": int(epoch) + 1},
                      self.path.with_suffix(".json"))
         log.info("%s: validation accuracy %.4f (stage %d, epoch %d) -> %s",
                  self.path.stem, accuracy, self.stage, epoch + 1, self.path.name)
@@ -208,8 +201,8 @@ def prepare_run_dir(config: TrainConfig, run_dir) -> Path:
     saved = run_dir / "config.json"
     started = any((run_dir / "progress").glob("member_*.json")) or any(run_dir.glob("member_*.keras"))
     if saved.exists():
-        previous = cfg.to_dict(cfg.load(TrainConfig, saved))
-        changed = [k for k, v in cfg.to_dict(config).items()
+        previous = TrainConfig.load(saved, "--run-dir").to_dict()
+        changed = [k for k, v in config.to_dict().items()
                    if previous.get(k) != v and k not in RESUMABLE_CHANGES]
         if changed and started:
             raise ConfigError(f"--run-dir: {run_dir} holds a run with different settings "
@@ -218,7 +211,7 @@ def prepare_run_dir(config: TrainConfig, run_dir) -> Path:
             (run_dir / "base_init.weights.h5").unlink(missing_ok=True)
     (run_dir / "progress").mkdir(parents=True, exist_ok=True)
     if distribute.is_chief():
-        cfg.save(config, saved)
+        config.save(saved)
     return run_dir
 
 
@@ -264,10 +257,7 @@ def train_member(index: int, config: TrainConfig, run_dir: Path, data, strategy,
         log.info("%s: resuming after stage %d", name, progress["stages_done"][-1])
     train_ds = make_dataset(train_p, train_l, config, training=True, seed=seed)
     val_ds = make_dataset(val_p, val_l, config, training=False, seed=seed)
-    if distribute.is_multi_worker(strategy):
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
+    train_ds, val_ds = distribute.shard_by_data(strategy, train_ds, val_ds)
     steps = config.steps_per_epoch or len(train_p) // config.batch_size
     info = {"member": index, "seed": seed, "backbone": config.backbone, "weights": config.weights,
             "image_size": config.image_size, "crop": config.crop, "classes": classes,
@@ -303,13 +293,11 @@ def train_member(index: int, config: TrainConfig, run_dir: Path, data, strategy,
         progress["stages_done"].append(stage)
         progress["best"] = best.best
         if chief:
-            tmp = weights_path.with_name("tmp-" + weights_path.name)
-            model.save_weights(str(tmp))
-            os.replace(tmp, weights_path)
-            _atomic_json(progress, progress_path)
+            atomic_write(weights_path, model.save_weights)
+            write_json(progress, progress_path)
     progress["complete"] = True
     if chief:
-        _atomic_json(progress, progress_path)
+        write_json(progress, progress_path)
     keras.backend.clear_session()
     return json.loads(member_json.read_text()) if member_json.exists() else {}
 
@@ -317,9 +305,7 @@ def train_member(index: int, config: TrainConfig, run_dir: Path, data, strategy,
 def train(config: TrainConfig, run_dir, *, verbose: int | str | None = None) -> list[dict]:
     """Train (or finish) `config.members` members in `run_dir`; returns their best metrics."""
     strategy = distribute.make_strategy(config.strategy)  # before any other TensorFlow op
-    if config.batch_size % strategy.num_replicas_in_sync:
-        raise ConfigError(f"--batch-size: {config.batch_size} is not divisible by the "
-                          f"{strategy.num_replicas_in_sync} replicas")
+    distribute.check_global_batch(config.batch_size, strategy)
     run_dir = prepare_run_dir(config, run_dir)
     data = split_data(config)
     if len(data[0]) < config.batch_size:
@@ -327,8 +313,7 @@ def train(config: TrainConfig, run_dir, *, verbose: int | str | None = None) -> 
                           f"{len(data[0])} training images")
     log.info("%s: %d training and %d validation images, classes %s (positive: %s)",
              config.data, len(data[0]), len(data[2]), data[4], data[5])
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 2
+    verbose = distribute.fit_verbosity(verbose)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(config.precision)
     try:

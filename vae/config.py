@@ -1,35 +1,29 @@
 """The β-VAE's configuration: one frozen dataclass with the original project's defaults.
 
-CLI flags are generated from the fields (`--latent-dim 32`), `--config run.json`
-overrides the defaults, explicit flags override the file, and the resolved config
-is saved as `config.json` in every run directory.
+CLI flags are generated from the fields (`--latent-dim 32`, help from each field's
+comment); the settings are layered defaults < the run directory's saved config.json
+< `--preset` < `--config run.json` (only the settings it names) < explicit flags, and
+the resolved config is saved as `config.json` in every run directory.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
 import os
-import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from pathlib import Path
 
-
-class ConfigError(ValueError):
-    """An invalid setting; the message names the flag and what to do."""
-
+from common import config as settings
+from common.config import PRECISIONS, STRATEGIES, ConfigError, Settings, need
 
 DATASETS = ("synthetic", "synthetic_grid", "reduced_128", "reduced_256")  # or any folder / TFRecords path
-STRATEGIES = ("auto", "default", "one_device", "mirrored", "multi_worker")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 NETWORKS = ("original", "disentanglement_lib")
 LIKELIHOODS = ("sse", "bernoulli")
 OBJECTIVES = ("beta_vae", "annealed_vae", "beta_tc_vae", "dip_vae_i", "dip_vae_ii")
 
 
 @dataclass(frozen=True)
-class VAEConfig:
+class VAEConfig(Settings):
     """Everything that defines a β-VAE run. Defaults are the original project's."""
 
     # data
@@ -89,10 +83,6 @@ class VAEConfig:
 
     def validate(self) -> "VAEConfig":
         """Raise ConfigError naming the flag of the first invalid setting."""
-        def need(ok: bool, flag: str, message: str):
-            if not ok:
-                raise ConfigError(f"--{flag}: {message}")
-
         need(self.image_size >= 16, "image-size", f"must be at least 16, got {self.image_size}")
         need(self.network in NETWORKS, "network", f"unknown {self.network!r}; use one of {NETWORKS}")
         need(self.likelihood in LIKELIHOODS, "likelihood", f"unknown {self.likelihood!r}; use one of {LIKELIHOODS}")
@@ -146,67 +136,6 @@ class VAEConfig:
              f"use one of {', '.join(DATASETS)} or a path")
         return self
 
-    # ------------------------------------------------------------------ (de)serialisation
-
-    def to_dict(self) -> dict:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in fields(self)}
-
-    def save(self, path) -> None:
-        """Write the config as JSON (atomically: a crash never leaves half a file)."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-
-    @classmethod
-    def from_dict(cls, values: dict, source: str = "config") -> "VAEConfig":
-        known = {f.name: f for f in fields(cls)}
-        unknown = sorted(set(values) - set(known))
-        if unknown:
-            raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}")
-        return cls(**{k: _coerce(known[k], v, source) for k, v in values.items()})
-
-    @classmethod
-    def load(cls, path) -> "VAEConfig":
-        path = Path(path)
-        try:
-            values = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"--config: {path}: no such file") from None
-        except json.JSONDecodeError as err:
-            raise ConfigError(f"--config: {path}: not valid JSON ({err.msg}, line {err.lineno})") from None
-        if not isinstance(values, dict):
-            raise ConfigError(f"--config: {path}: expected a JSON object")
-        return cls.from_dict(values, source=str(path))
-
-    def replace(self, **changes) -> "VAEConfig":
-        return dataclasses.replace(self, **changes)
-
-
-def _field_type(f: dataclasses.Field):
-    hints = typing.get_type_hints(VAEConfig)
-    return hints[f.name]
-
-
-def _coerce(f: dataclasses.Field, value, source: str):
-    kind = _field_type(f)
-    try:
-        if typing.get_origin(kind) is tuple:
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(int(v) for v in items)
-        if kind is bool:
-            if isinstance(value, str):
-                if value.lower() in ("1", "true", "yes", "on"):
-                    return True
-                if value.lower() in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(value)
-            return bool(value)
-        return kind(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: {f.name}={value!r} is not a valid {getattr(kind, '__name__', kind)}") from None
-
 
 PRESETS = {
     # A few minutes on a laptop CPU: 64-px synthetic façades, a slimmer network.
@@ -230,35 +159,20 @@ PRESETS = {
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One `--flag` per config field (default: unset, so files and presets can fill it)."""
-    parser.add_argument("--config", metavar="FILE", help="JSON file overriding the defaults")
+    """`--config`, `--preset` and one flag per VAEConfig field (unset unless given)."""
+    parser.add_argument("--config", metavar="FILE", help="JSON file of settings (only those it names change)")
     parser.add_argument("--preset", choices=sorted(PRESETS), help="a named set of overrides")
-    group = parser.add_argument_group("settings (defaults: the original project's)")
-    for f in fields(VAEConfig):
-        flag = "--" + f.name.replace("_", "-")
-        kind = _field_type(f)
-        default = f.default
-        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        if kind is bool:
-            group.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
-                               default=None, help=f"(default: {shown})")
-        else:
-            group.add_argument(flag, dest=f.name, default=None, metavar=f.name.split("_")[-1].upper(),
-                               help=f"(default: {shown})")
+    settings.add_arguments(parser, VAEConfig, "settings (defaults: the original project's)")
 
 
 def config_from_args(args: argparse.Namespace, run_dir_config: Path | None = None) -> VAEConfig:
     """Defaults < saved run config < --preset < --config file < explicit flags; validated."""
-    values: dict = {}
+    layers = []
     if run_dir_config is not None and run_dir_config.exists():
-        values.update(VAEConfig.load(run_dir_config).to_dict())
+        layers.append(settings.read_json(VAEConfig, run_dir_config, "--run-dir"))
     if getattr(args, "preset", None):
-        values.update(PRESETS[args.preset])
+        layers.append(PRESETS[args.preset])
     if getattr(args, "config", None):
-        values.update(VAEConfig.load(args.config).to_dict())
-    for f in fields(VAEConfig):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            values[f.name] = value
-    config = VAEConfig.from_dict(values, source="flags")
-    return config.validate()
+        layers.append(settings.read_json(VAEConfig, args.config))
+    layers.append(settings.given(VAEConfig, args))
+    return settings.resolve(VAEConfig, *layers)

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
+from common.distribute import quiet_end_of_data
+from common.files import write_json
 from data import pipeline
 
 log = logging.getLogger(__name__)
@@ -51,9 +51,7 @@ def mean_image(dataset) -> np.ndarray:
 
 def evaluate(vae, test_ds, train_ds=None) -> dict[str, float]:
     """Test-split losses (per term) and reconstruction quality, with the mean-image baseline."""
-    with warnings.catch_warnings():
-        # Keras warns whenever a dataset of unknown length (ours skip bad files) ends.
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
+    with quiet_end_of_data():
         losses = vae.evaluate(test_ds, verbose=0, return_dict=True)
     results = {f"test_{k}": float(v) for k, v in losses.items()}
     quality: dict[str, list] = {"psnr": [], "ssim": [], "pearson": []}
@@ -77,17 +75,40 @@ def evaluate(vae, test_ds, train_ds=None) -> dict[str, float]:
 
 
 def write_metrics(metrics: dict, run_dir, step: int, filename: str = "metrics.json") -> Path:
-    """Merge `metrics` into run_dir/metrics.json (atomically) and log them to TensorBoard."""
+    """Merge `metrics` into run_dir/metrics.json (atomically) and log them to TensorBoard.
+
+    Loss terms go under the same tags as training and validation (`loss/<term>`, run
+    `test`), so the three overlay in one chart; everything else under `test/`.
+    """
     path = Path(run_dir) / filename
     merged = json.loads(path.read_text()) if path.exists() else {}
     merged.update(metrics)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    write_json(path, merged)
     writer = tf.summary.create_file_writer(str(Path(run_dir) / "logs" / "test"))
     with writer.as_default(step=step):
         for name, value in metrics.items():
-            if isinstance(value, (int, float)):
-                tf.summary.scalar(f"test/{name}", value)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                term = name[len("test_"):] if name.startswith("test_") else None
+                tf.summary.scalar(f"loss/{term}" if term in LOSS_TERMS else f"test/{name}", value)
     writer.flush()
     return path
+
+
+LOSS_TERMS = ("loss", "reconstruction", "kl", "total_correlation", "perceptual", "dip")
+
+
+def evaluate_run(run_dir: Path) -> dict:
+    """`python main.py evaluate`: the test split's losses and quality, written to metrics.json."""
+    from vae import rundir
+    from vae.splits import resolve_splits
+
+    config, vae = rundir.load_trained(run_dir)
+    splits = resolve_splits(config)
+    load = dict(image_size=config.image_size, crop=config.crop, shuffle=False, batch_size=config.batch_size)
+    metrics = evaluate(vae, pipeline.load_images(splits.test, **load), pipeline.load_images(splits.train, **load))
+    step = int(vae.optimizer.iterations.numpy())
+    path = write_metrics({**metrics, "step": step}, run_dir, step)
+    log.info("test: PSNR %.2f dB (mean-image baseline %.2f), SSIM %.3f, loss %.1f -> %s",
+             metrics["test_psnr"], metrics["baseline_mean_image_psnr"], metrics["test_ssim"],
+             metrics["test_loss"], path)
+    return metrics

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vae.visualize import top_dimensions
+from common.images import save_png
+from vae.latents import encode_means, top_dimensions
+from vae.visualize import dimension_label
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +24,15 @@ SLIDER_RANGE = 3.0  # sliders span ±3 prior standard deviations
 
 
 class Explorer:
-    """The window. `encoder`/`decoder` are the run's Keras models; `images` (N, S, S, 3) in [0, 1]."""
+    """The window. `encoder`/`decoder` are the run's Keras models; `images` (N, S, S, 3) in [0, 1].
 
-    def __init__(self, encoder, decoder, images, kl, dims: int = 8, save_dir="explorer", seed: int = 0):
+    `labels`: per dimension (factor, normalised MI) from `vae.visualize.dimension_labels`,
+    shown on the sliders ("z3 · roof 0.71"); else each slider shows its mean KL.
+    It opens on dataset image 0, its reconstruction and its code.
+    """
+
+    def __init__(self, encoder, decoder, images, kl, dims: int = 8, save_dir="explorer", seed: int = 0,
+                 labels=None):
         import matplotlib.pyplot as plt
         from matplotlib.widgets import Button, Slider
 
@@ -61,7 +69,8 @@ class Explorer:
         height = 0.9 / max(k, 1)
         for i, d in enumerate(self.dims):
             ax = self.fig.add_axes([0.76, 0.95 - (i + 1) * height * 0.62, 0.2, height * 0.45])
-            slider = Slider(ax, f"z{d} ({self.kl[d]:.1f})", -SLIDER_RANGE, SLIDER_RANGE, valinit=0.0)
+            name = dimension_label(int(d), self.kl[d], labels[d] if labels else None)
+            slider = Slider(ax, name, -SLIDER_RANGE, SLIDER_RANGE, valinit=0.0)
             slider.label.set_fontsize(7)
             slider.on_changed(lambda v, d=d: self._on_slider(d, v))
             self.sliders.append(slider)
@@ -82,6 +91,8 @@ class Explorer:
             button = Button(self.fig.add_axes([0.46 + (i % 3) * 0.1, 0.2 - (i // 3) * 0.07, 0.09, 0.05]), name)
             button.on_clicked(lambda event, action=action: action())
             self.buttons[name] = button
+        if len(self.images):
+            self.select(0)
 
     # ----------------------------------------------------------------- model
     def decode(self, z) -> np.ndarray:
@@ -94,8 +105,6 @@ class Explorer:
 
     def _encode_all(self) -> np.ndarray:
         if self.codes is None:
-            from vae.visualize import encode_means
-
             self.codes = encode_means(self.encoder, self.images)[0]
         return self.codes
 
@@ -155,8 +164,6 @@ class Explorer:
 
     def save_image(self) -> Path:
         """The decoded image as PNG in save_dir (explorer_NNN.png)."""
-        from vae.monitor import save_png
-
         self._saved += 1
         path = save_png(np.round(self.current_image() * 255).astype(np.uint8),
                         self.save_dir / f"explorer_{self._saved:03d}.png")
@@ -182,3 +189,17 @@ class Explorer:
             log.warning("no display (matplotlib backend Agg): wrote a screenshot to %s instead", path)
             return
         plt.show()
+
+
+def explore_run(run_dir, dims: int = 8, folder: str | None = None) -> int:
+    """`python main.py explore`: open the explorer on a finished run (a screenshot without a display)."""
+    from vae import rundir, visualize
+    from vae.latents import mean_kl_per_dimension
+
+    config, encoder, decoder = rundir.load_coder(Path(run_dir))
+    images, _ = rundir.validation_images(config, limit=500, folder=folder)
+    kl = mean_kl_per_dimension(*encode_means(encoder, images))
+    app = Explorer(encoder, decoder, images, kl, dims=dims, save_dir=Path(run_dir) / "explorer",
+                   labels=visualize.dimension_labels(encoder, config))
+    app.show()
+    return 0

@@ -8,7 +8,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from vae.monitor import make_grid, save_png
+from common.images import make_grid, save_png
 
 log = logging.getLogger(__name__)
 
@@ -33,4 +33,27 @@ def write_images(images: np.ndarray, out_dir, prefix: str = "generated") -> list
     paths = [save_png(make_grid(image[None], pad=0), out_dir / f"{prefix}_{i:04d}.png")
              for i, image in enumerate(images)]
     save_png(make_grid(images), out_dir / f"{prefix}_grid.png")
+    return paths
+
+
+def generate_run(run_dir: Path, count: int | None = None, temperature: float | None = None, seed: int = 0,
+                 out: str | None = None, prefix: str = "generated") -> list[Path]:
+    """`python main.py generate`: decode random codes with a run's decoder into PNGs."""
+    from common.config import ConfigError
+    from vae import rundir
+
+    rundir.require(run_dir, "config.json", "decoder.keras")
+    config = rundir.load_config(run_dir)
+    count = config.demo_count if count is None else count
+    temperature = config.temperature if temperature is None else temperature
+    if count < 1:
+        raise ConfigError(f"--count: must be at least 1, got {count}")
+    if temperature <= 0:
+        raise ConfigError(f"--temperature: must be > 0, got {temperature}")
+    from vae import model  # noqa: F401  (registers the custom layers)
+
+    decoder = keras.models.load_model(Path(run_dir) / "decoder.keras")
+    out_dir = Path(out) if out else Path(run_dir) / prefix
+    paths = write_images(generate(decoder, count, temperature, seed), out_dir, prefix)
+    log.info("wrote %d generated images and %s_grid.png to %s", len(paths), prefix, out_dir)
     return paths

@@ -57,13 +57,13 @@ class GroundTruth:
 
 
 def synthetic_ground_truth(image_size: int) -> GroundTruth:
-    """The synthetic façades (data/synthetic.py) at `image_size`, images as floats in [0, 1]."""
-    from data import synthetic
+    """The synthetic façades (data/facades.py) at `image_size`, images as floats in [0, 1]."""
+    from data import facades
 
     def observations(factors):
-        return synthetic.render_facades(factors, image_size).astype(np.float32) / 255.0
+        return facades.render_facades(factors, image_size).astype(np.float32) / 255.0
 
-    return GroundTruth(tuple(synthetic.FACTOR_SIZES), observations)
+    return GroundTruth(tuple(facades.FACTOR_SIZES), observations)
 
 
 def generate_batch(ground_truth: GroundTruth, represent: Representation, n: int,
@@ -341,3 +341,37 @@ def factor_labels(information: np.ndarray, factor_names) -> list[tuple[str, floa
     """
     information = np.asarray(information, np.float64)
     return [(factor_names[int(np.argmax(row))], float(np.max(row))) for row in information]
+
+
+# --------------------------------------------------------------------------- command (python main.py metrics)
+
+def measure_run(run_dir, samples: int = 2000, votes: int = 300, seed: int = 0) -> dict:
+    """MIG, FactorVAE, DCI and reconstruction quality of a run trained on the synthetic façades."""
+    from pathlib import Path
+
+    from common.config import ConfigError
+    from vae import evaluate, latents, rundir
+
+    config, encoder, decoder = rundir.load_coder(Path(run_dir))
+    if not config.data.startswith("synthetic"):
+        raise ConfigError(f"--run-dir: {run_dir} was trained on --data {config.data}; disentanglement "
+                          "metrics need known factors (--data synthetic or synthetic_grid)")
+    if samples < 20 or votes < 1:
+        raise ConfigError(f"--samples must be >= 20 and --votes >= 1, got {samples} and {votes}")
+    truth = synthetic_ground_truth(config.image_size)
+
+    def represent(images):
+        return latents.encode_means(encoder, images)[0]
+
+    results = all_metrics(truth, represent, seed, num_samples=samples, num_votes=votes)
+    images = truth.observations(truth.sample_factors(min(samples, 256), np.random.default_rng(seed + 3)))
+    quality = evaluate.image_quality(images, np.asarray(decoder(represent(images), training=False)))
+    results.update(reconstruction_psnr=float(np.mean(quality["psnr"])),
+                   reconstruction_ssim=float(np.mean(quality["ssim"])),
+                   metric_samples=samples, metric_votes=votes)
+    step = rundir.final_step(Path(run_dir), config.validate_every)
+    evaluate.write_metrics({**results, "step": step}, run_dir, step)
+    log.info("MIG %.3f, FactorVAE %.3f, DCI disentanglement %.3f (%s), PSNR %.2f dB -> %s",
+             results["mig"], results["factor_vae_score"], results["dci_disentanglement"],
+             results["dci_method"], results["reconstruction_psnr"], Path(run_dir) / "metrics.json")
+    return results

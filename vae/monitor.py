@@ -9,39 +9,17 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
-from PIL import Image
+
+from common.files import atomic_write
+from common.images import make_grid, save_png
+from vae import visualize
 
 log = logging.getLogger(__name__)
-
-
-def make_grid(images, columns: int | None = None, pad: int = 2) -> np.ndarray:
-    """(N, H, W, 3) floats in [0, 1] → one (rows·H, cols·W, 3) uint8 image with white gaps."""
-    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
-    count, height, width, _ = images.shape
-    columns = columns or math.ceil(math.sqrt(count))
-    rows = math.ceil(count / columns)
-    grid = np.ones((rows * (height + pad) + pad, columns * (width + pad) + pad, 3), np.float32)
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        top, left = pad + r * (height + pad), pad + c * (width + pad)
-        grid[top:top + height, left:left + width] = image
-    return np.round(grid * 255).astype(np.uint8)
-
-
-def save_png(array: np.ndarray, path) -> Path:
-    """Write a uint8 image atomically (temp file, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
-    return path
 
 
 def global_step(model) -> int:
@@ -90,10 +68,7 @@ class StepCheckpoint(keras.callbacks.Callback):
         if step % self.every or self.guard.bad_step is not None:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        final = self.directory / f"step-{step:08d}.weights.h5"
-        tmp = self.directory / f"tmp-{step:08d}.weights.h5"
-        self.model.save_weights(tmp)
-        os.replace(tmp, final)
+        atomic_write(self.directory / f"step-{step:08d}.weights.h5", self.model.save_weights)
         for old in sorted(self.directory.glob("step-*.weights.h5"))[:-self.keep]:
             old.unlink()
 
@@ -181,18 +156,10 @@ class Monitor(keras.callbacks.Callback):
 
     def traversal_grid(self, dims: int = 8, steps: int = 7) -> np.ndarray:
         """The first image's code with its most informative dimensions (mean KL) swept over ±3."""
-        from vae import visualize  # here: visualize imports this module
+        def decode(z, training):
+            return keras.ops.convert_to_numpy(keras.ops.cast(self.model.decoder(z, training=training), "float32"))
 
-        z_mean, z_log_var = self.model.encoder(self.images, training=False)
-        z_mean = keras.ops.convert_to_numpy(keras.ops.cast(z_mean, "float32"))
-        z_log_var = keras.ops.convert_to_numpy(keras.ops.cast(z_log_var, "float32"))
-        kl = visualize.mean_kl_per_dimension(z_mean, z_log_var)
-        top = visualize.top_dimensions(kl, min(dims, len(kl)))
-        sweep = visualize.traversal(
-            lambda z, training: keras.ops.convert_to_numpy(
-                keras.ops.cast(self.model.decoder(z, training=training), "float32")),
-            z_mean[0], top, np.linspace(-3.0, 3.0, steps))
-        return visualize.labelled_grid(sweep, [f"z{d} {kl[d]:.1f}" for d in top], label_width=56)
+        return visualize.ranked_traversal(self.model.encoder, decode, self.images, 0, dims, steps)[1]
 
     def on_train_begin(self, logs=None):
         step = global_step(self.model)

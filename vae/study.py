@@ -70,11 +70,13 @@ PLAN = (
 )
 
 
-def study_config(spec: Spec, seed: int, steps: int, data_root: str = "datasets"):
-    """The VAEConfig of one run: disentanglement_lib's network, likelihood and optimiser at 64 px."""
+def study_config(spec: Spec, seed: int, steps: int, data_root: str = "datasets", every: int = 1000):
+    """The VAEConfig of one run: disentanglement_lib's network, likelihood and optimiser at 64 px.
+
+    every: steps per round (validation and the resume point).
+    """
     from vae.config import VAEConfig
 
-    every = max(1, min(1000, steps))
     return VAEConfig(
         data="synthetic_grid", data_root=data_root, image_size=64, latent_dim=10,
         network="disentanglement_lib", likelihood="bernoulli", objective=spec.objective,
@@ -87,12 +89,12 @@ def study_config(spec: Spec, seed: int, steps: int, data_root: str = "datasets")
 
 def encode_grid(encoder, image_size: int, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """(means, log-variances), each (15 552, D) float32, of every factor combination in grid order."""
-    from data import synthetic
+    from data import facades
 
-    factors = synthetic.all_factors()
+    factors = facades.all_factors()
     means, log_vars = [], []
     for start in range(0, len(factors), batch_size):
-        images = synthetic.render_facades(factors[start:start + batch_size], image_size)
+        images = facades.render_facades(factors[start:start + batch_size], image_size)
         z_mean, z_log_var = encoder(images.astype(np.float32) / 255.0, training=False)
         means.append(np.asarray(z_mean))
         log_vars.append(np.asarray(z_log_var))
@@ -102,15 +104,15 @@ def encode_grid(encoder, image_size: int, batch_size: int = 512) -> tuple[np.nda
 def measure(codes: np.ndarray, seed: int, samples: int = 10_000, votes: int = 10_000,
             dci_method: str = "auto") -> dict:
     """Every metric from a grid code table (float16 as saved, so the file reproduces it exactly)."""
-    from data import synthetic
+    from data import facades
     from vae import metrics
 
     codes = np.asarray(codes, np.float16).astype(np.float64)
-    scores = metrics.grid_metrics(codes, synthetic.FACTOR_SIZES, seed, num_samples=samples,
+    scores = metrics.grid_metrics(codes, facades.FACTOR_SIZES, seed, num_samples=samples,
                                   num_votes=votes, dci_method=dci_method)
-    information = metrics.normalised_mutual_info(codes, synthetic.all_factors())
+    information = metrics.normalised_mutual_info(codes, facades.all_factors())
     scores["labels"] = [{"factor": f, "information": round(v, 4)}
-                        for f, v in metrics.factor_labels(information, synthetic.FACTOR_NAMES)]
+                        for f, v in metrics.factor_labels(information, facades.FACTOR_NAMES)]
     scores["normalised_mutual_info"] = information.round(4).tolist()
     return scores
 
@@ -121,19 +123,13 @@ def _write_json(data: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def label_text(dim: int, label: dict, kl: float) -> str:
-    """"z3 · roof 0.71" (a collapsed dimension: "z3 · off")."""
-    if kl < 0.01:
-        return f"z{dim} · off"
-    return f"z{dim} · {label['factor'].replace('_', ' ')} {label['information']:.2f}"
-
-
 def traversal_picture(decoder, z: np.ndarray, labels: list[str], steps: int = 7) -> np.ndarray:
     """Every dimension swept from −2.5 to +2.5 around `z`, one labelled row each."""
+    from common.images import labelled_grid
     from vae import visualize
 
     sweep = visualize.traversal(decoder, z, np.arange(len(z)), np.linspace(-2.5, 2.5, steps))
-    return visualize.labelled_grid(sweep, labels, label_width=150)
+    return labelled_grid(sweep, labels, label_width=150)
 
 
 @contextlib.contextmanager
@@ -178,13 +174,13 @@ def _train_and_measure(spec: Spec, seed: int, args) -> dict:
     import keras
 
     from data import datasets
-    from vae import evaluate, train, visualize
-    from vae.monitor import save_png
+    from common.images import save_png
+    from vae import evaluate, latents, train, visualize
 
     results = Path(args.results)
     run_id = spec.run_id(seed)
     done = results / f"{run_id}.json"
-    config = study_config(spec, seed, args.steps, args.data_root)
+    config = study_config(spec, seed, args.steps, args.data_root, args.round)
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()
     vae = train.train(config, Path(args.runs) / run_id, verbose=0 if args.quiet else 2)
@@ -194,10 +190,10 @@ def _train_and_measure(spec: Spec, seed: int, args) -> dict:
     means, log_vars = encode_grid(vae.encoder, config.image_size)
     codes = means.astype(np.float16)
     scores = measure(codes, seed, args.samples, args.votes)
-    kl = visualize.mean_kl_per_dimension(means, log_vars)
+    kl = latents.mean_kl_per_dimension(means, log_vars)
     test = datasets.synthetic_grid(config.image_size, config.validation_fraction, config.test_fraction).test
     images = test.astype(np.float32) / 255.0
-    recon = np.asarray(vae.decoder(visualize.encode_means(vae.encoder, images)[0], training=False))
+    recon = np.asarray(vae.decoder(latents.encode_means(vae.encoder, images)[0], training=False))
     baseline = np.broadcast_to(images.mean(0, keepdims=True), images.shape)
     quality = evaluate.image_quality(images, recon)
     result = {
@@ -215,8 +211,9 @@ def _train_and_measure(spec: Spec, seed: int, args) -> dict:
     }
     results.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(results / f"{run_id}.npz", codes=codes)
-    labels = [label_text(d, lab, kl[d]) for d, lab in enumerate(scores["labels"])]
-    z = visualize.encode_means(vae.encoder, images[:1])[0][0]
+    labels = [visualize.dimension_label(d, kl[d], (lab["factor"], lab["information"]))
+              for d, lab in enumerate(scores["labels"])]
+    z = latents.encode_means(vae.encoder, images[:1])[0][0]
     save_png(traversal_picture(vae.decoder, z, labels), results / f"{run_id}.png")
     _write_json(result, done)  # last: its presence means the run is complete
     log.info("%s: MIG %.3f, FactorVAE %.3f, DCI %.3f, PSNR %.2f dB", run_id, result["mig"],
@@ -274,8 +271,7 @@ def plot(rows: list[dict], path: Path) -> Path:
     """MIG and FactorVAE score per configuration (mean, seeds' range as bars) against PSNR."""
     from matplotlib.figure import Figure
 
-    from vae.monitor import save_png
-    from vae.visualize import figure_to_array
+    from common.images import figure_to_array, save_png
 
     fig = Figure(figsize=(9, 3.6), dpi=100)
     for i, (key, title) in enumerate([("mig", "MIG"), ("factor_vae_score", "FactorVAE score")]):
@@ -316,6 +312,7 @@ def parse_args(argv):
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train and measure every run of the plan not yet in the results")
     run.add_argument("--steps", type=int, default=30_000, help="training steps per run (batch 64)")
+    run.add_argument("--round", type=int, default=1000, help="steps per round: validation and resume point")
     run.add_argument("--seeds", default="0,1,2", help="comma-separated seeds of every configuration")
     run.add_argument("--only", nargs="*", default=None, help="configuration names (see --list) to run")
     run.add_argument("--list", action="store_true", help="print the plan's run ids and exit")
@@ -353,7 +350,7 @@ def main(argv=None) -> int:
         print(f"error: --seeds: expected comma-separated integers, got {args.seeds!r}", file=sys.stderr)
         return 2
     specs = [s for s in PLAN if args.only is None or s.name in args.only]
-    if not seeds or not specs or args.steps < 1 or args.samples < 20 or args.votes < 1:
+    if not seeds or not specs or args.steps < 1 or args.round < 1 or args.samples < 20 or args.votes < 1:
         print("error: need a seed, a configuration of the plan (--list), --steps >= 1, --samples >= 20 "
               "and --votes >= 1", file=sys.stderr)
         return 2
@@ -362,7 +359,7 @@ def main(argv=None) -> int:
     if args.list:
         print("\n".join(spec.run_id(seed) for spec, seed in order))
         return 0
-    from vae.config import ConfigError
+    from common.config import ConfigError
 
     if args.threads:
         import tensorflow as tf

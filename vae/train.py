@@ -19,30 +19,26 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import sys
-import warnings
 from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from data import datasets, pipeline
 from common import distribute
+from common.config import ConfigError
+from common.files import atomic_write
 from vae import monitor
-from vae.config import ConfigError, VAEConfig
+from vae.config import VAEConfig
 from vae.model import VAE, build_vae
+from vae.splits import resolve_splits
 
 log = logging.getLogger(__name__)
 
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the message says what to try."""
-
-
-class DataUnavailable(RuntimeError):
-    """A named dataset could not be downloaded (no network, server error, bad checksum)."""
 
 
 def prepare_run_dir(config: VAEConfig, run_dir) -> Path:
@@ -71,21 +67,6 @@ RESUMABLE_CHANGES = {"epochs", "max_steps", "monitor_every", "log_every", "check
                      "monitor_dir", "data_root"}
 
 
-def resolve_splits(config: VAEConfig) -> datasets.Splits:
-    """The dataset's three splits; a failed download says how to run offline."""
-    from data import download
-
-    try:
-        return datasets.resolve(
-            config.data, config.data_root, image_size=config.image_size,
-            synthetic_count=config.synthetic_count, seed=config.seed,
-            validation=config.validation_fraction, test=config.test_fraction,
-            progress=sys.stderr.isatty(),
-        )
-    except download.DownloadError as err:
-        raise DataUnavailable(f"--data {config.data}: {err}; to run offline use --data synthetic") from None
-
-
 def monitor_images(config: VAEConfig, splits: datasets.Splits) -> np.ndarray:
     """The fixed images of the reconstruction grid: --monitor-dir or the validation split."""
     source = config.monitor_dir or splits.validation
@@ -100,21 +81,15 @@ def monitor_latents(config: VAEConfig) -> np.ndarray:
     return rng.standard_normal((config.monitor_count, config.latent_dim)).astype(np.float32)
 
 
-def count_train_images(source) -> int:
-    return pipeline.count_images(source)
-
-
 def train(config: VAEConfig, run_dir, *, verbose: int | None = None) -> VAE:
     """Train (or resume) a β-VAE in `run_dir`; returns the trained model."""
     # MultiWorker needs its strategy before any other TensorFlow op runs.
     strategy = distribute.make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ConfigError(f"--batch-size: {config.batch_size} is not divisible by the "
-                          f"{replicas} replicas; use a multiple of {replicas}")
+    distribute.check_global_batch(config.batch_size, strategy)
     splits = resolve_splits(config)
     run_dir = prepare_run_dir(config, run_dir)
-    train_count = count_train_images(splits.train)
+    train_count = pipeline.count_images(splits.train)
     steps_per_epoch = train_count // config.batch_size
     if steps_per_epoch == 0:
         raise ConfigError(f"--batch-size: {config.batch_size} is larger than the "
@@ -131,10 +106,7 @@ def train(config: VAEConfig, run_dir, *, verbose: int | None = None) -> VAE:
         repeat=True, drop_remainder=True, **load)
     val_ds = pipeline.load_images(splits.validation, batch_size=config.batch_size,
                                   shuffle=False, **load)
-    if distribute.is_multi_worker(strategy):
-        options = tf.data.Options()
-        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-        train_ds, val_ds = train_ds.with_options(options), val_ds.with_options(options)
+    train_ds, val_ds = distribute.shard_by_data(strategy, train_ds, val_ds)
 
     with strategy.scope():
         vae = build_vae(config)
@@ -155,15 +127,12 @@ def train(config: VAEConfig, run_dir, *, verbose: int | None = None) -> VAE:
                             monitor_latents(config), config.monitor_every),
             keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         ]
-    if verbose is None:
-        verbose = 1 if sys.stdout.isatty() else 2
-    with warnings.catch_warnings():
-        # Keras warns whenever a dataset of unknown length (ours skip bad files) ends.
-        warnings.filterwarnings("ignore", message="Your input ran out of data")
+    with distribute.quiet_end_of_data():
         vae.fit(
             train_ds, epochs=rounds, steps_per_epoch=config.validate_every,
             validation_data=val_ds, validation_steps=config.validation_steps or None,
-            callbacks=callbacks, verbose=verbose, shuffle=False,  # the dataset shuffles
+            callbacks=callbacks, verbose=distribute.fit_verbosity(verbose),
+            shuffle=False,  # the dataset shuffles
         )
     if guard.bad_step is not None:
         raise TrainingError(
@@ -176,30 +145,10 @@ def train(config: VAEConfig, run_dir, *, verbose: int | None = None) -> VAE:
     return vae
 
 
-def _atomic_save(save, path: Path) -> None:
-    tmp = path.with_name("tmp-" + path.name)
-    save(str(tmp))
-    os.replace(tmp, path)
-
-
 def export(vae: VAE, run_dir) -> None:
     """encoder.keras and decoder.keras for inference anywhere, vae.weights.h5 for resuming."""
     run_dir = Path(run_dir)
-    _atomic_save(vae.encoder.save, run_dir / "encoder.keras")
-    _atomic_save(vae.decoder.save, run_dir / "decoder.keras")
-    _atomic_save(vae.save_weights, run_dir / "vae.weights.h5")
+    atomic_write(run_dir / "encoder.keras", vae.encoder.save)
+    atomic_write(run_dir / "decoder.keras", vae.decoder.save)
+    atomic_write(run_dir / "vae.weights.h5", vae.save_weights)
     log.info("exported encoder.keras, decoder.keras and vae.weights.h5 to %s", run_dir)
-
-
-def load_trained(run_dir) -> tuple[VAEConfig, VAE]:
-    """Rebuild a run's VAE from its config.json and load its final weights."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.json").exists():
-        raise ConfigError(f"--run-dir: {run_dir} has no config.json; train first")
-    weights = run_dir / "vae.weights.h5"
-    if not weights.exists():
-        raise ConfigError(f"--run-dir: {run_dir} has no vae.weights.h5; finish training first")
-    config = VAEConfig.load(run_dir / "config.json").replace(strategy="default")
-    vae = build_vae(config, vgg_from_checkpoint=True)
-    vae.load_weights(str(weights))
-    return config, vae

@@ -1,8 +1,9 @@
 """Pictures of what a trained β-VAE learned: traversals, interpolations, latent PCA, loss curves, GIFs.
 
-Pure functions from models/arrays to arrays or matplotlib Figures; files are written
-only by the `save_*` helpers. Figures are built with `matplotlib.figure.Figure`
-(no pyplot), so they work under any backend and never open a window.
+Pure functions from models/arrays to arrays or matplotlib Figures, then the three
+commands of `python main.py` that write them for a finished run (`traverse`,
+`interpolate`, `plots`). Figures are built with `matplotlib.figure.Figure` (no
+pyplot), so they work under any backend and never open a window.
 """
 
 from __future__ import annotations
@@ -12,35 +13,15 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from vae.monitor import make_grid
+from common.images import figure_to_array, labelled_grid, make_grid, save_gif, save_png
+from vae.latents import encode_means, mean_kl_per_dimension, top_dimensions
 
 log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- latents
-
-def encode_means(encoder, images, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """(z_mean, z_log_var), each (N, D), of (N, H, W, 3) images in [0, 1]."""
-    means, log_vars = [], []
-    for i in range(0, len(images), batch_size):
-        m, v = encoder(np.asarray(images[i:i + batch_size], np.float32), training=False)
-        means.append(np.asarray(m, np.float32))
-        log_vars.append(np.asarray(v, np.float32))
-    return np.concatenate(means), np.concatenate(log_vars)
-
-
-def mean_kl_per_dimension(z_mean: np.ndarray, z_log_var: np.ndarray) -> np.ndarray:
-    """Mean over images of KL(q(z_d|x) ‖ N(0, 1)) per dimension, (D,) in nats."""
-    z_log_var = np.clip(z_log_var, -30.0, 20.0)
-    return np.mean(0.5 * (np.square(z_mean) + np.exp(z_log_var) - 1.0 - z_log_var), axis=0)
-
-
-def top_dimensions(kl: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the `k` most informative dimensions, highest mean KL first."""
-    return np.argsort(-np.asarray(kl), kind="stable")[:k]
-
 
 def traversal(decoder, z: np.ndarray, dims, values) -> np.ndarray:
     """Decode `z` (D,) with each of `dims` swept over `values`: (len(dims), len(values), H, W, 3)."""
@@ -50,6 +31,48 @@ def traversal(decoder, z: np.ndarray, dims, values) -> np.ndarray:
         codes[r * len(values):(r + 1) * len(values), d] = values
     images = np.asarray(decoder(codes, training=False), np.float32)
     return images.reshape(len(dims), len(values), *images.shape[1:])
+
+
+def dimension_labels(encoder, config, count: int = 2000, seed: int = 0) -> list[tuple[str, float]] | None:
+    """Per latent dimension: (the factor it carries most information about, its normalised MI).
+
+    Only for the synthetic façades, whose factors are known (None otherwise): `count`
+    fresh random combinations are rendered, encoded, and each code dimension's mutual
+    information with each factor (over the factor's entropy) is measured.
+    """
+    if not config.data.startswith("synthetic"):
+        return None
+    from data import facades
+    from vae import metrics
+
+    factors = facades.sample_factors(count, np.random.default_rng(seed))
+    images = facades.render_facades(factors, config.image_size).astype(np.float32) / 255.0
+    z_mean, _ = encode_means(encoder, images)
+    return metrics.factor_labels(metrics.normalised_mutual_info(z_mean, factors), facades.FACTOR_NAMES)
+
+
+def dimension_label(dim: int, kl: float, label: tuple[str, float] | None = None) -> str:
+    """"z3 · roof 0.71" (with a factor label), "z3 · KL 1.2" (without), "z3 · off" (collapsed)."""
+    if kl < 0.01:
+        return f"z{dim} · off"
+    if label is None:
+        return f"z{dim} · KL {kl:.1f}"
+    return f"z{dim} · {label[0].replace('_', ' ')} {label[1]:.2f}"
+
+
+def ranked_traversal(encoder, decoder, images, index: int = 0, dims: int = 8, steps: int = 7,
+                     span: float = 3.0, labels=None) -> np.ndarray:
+    """Encode `images`, rank dimensions by mean KL, sweep the top `dims` of image `index`'s code over ±`span`.
+
+    Returns (sweep (dims, steps, S, S, 3), the labelled uint8 grid, the dimensions, mean KL (D,)).
+    `labels`: per dimension (factor, information) from `dimension_labels`, or None.
+    """
+    z_mean, z_log_var = encode_means(encoder, images)
+    kl = mean_kl_per_dimension(z_mean, z_log_var)
+    top = top_dimensions(kl, min(dims, len(kl)))
+    sweep = traversal(decoder, z_mean[index], top, np.linspace(-span, span, steps))
+    names = [dimension_label(int(d), kl[d], labels[d] if labels else None) for d in top]
+    return sweep, labelled_grid(sweep, names, label_width=140 if labels else 80), top, kl
 
 
 def slerp(z0: np.ndarray, z1: np.ndarray, t: np.ndarray) -> np.ndarray:
@@ -74,38 +97,9 @@ def interpolation_path(z0, z1, steps: int, mode: str = "linear") -> np.ndarray:
 
 # --------------------------------------------------------------------------- drawing
 
-def labelled_grid(images: np.ndarray, labels, label_width: int = 64, pad: int = 2) -> np.ndarray:
-    """(R, C, H, W, 3) floats → a uint8 grid with one text label left of each row."""
-    rows, cols = images.shape[:2]
-    grid = make_grid(images.reshape(rows * cols, *images.shape[2:]), columns=cols, pad=pad)
-    canvas = Image.new("RGB", (grid.shape[1] + label_width, grid.shape[0]), "white")
-    canvas.paste(Image.fromarray(grid), (label_width, 0))
-    draw = ImageDraw.Draw(canvas)
-    height = images.shape[2]
-    for r, text in enumerate(labels):
-        draw.text((2, pad + r * (height + pad) + max(height // 2 - 6, 0)), str(text), fill=(0, 0, 0))
-    return np.asarray(canvas)
-
-
 def traversal_frames(images: np.ndarray) -> list[np.ndarray]:
     """(R, C, H, W, 3) traversal → C frames, each a column of the R dimensions at one value."""
     return [make_grid(images[:, c], columns=1) for c in range(images.shape[1])]
-
-
-def save_gif(frames, path, duration_ms: int = 120, bounce: bool = True) -> Path:
-    """Frames (uint8 arrays, same shape) as a looping GIF; `bounce` plays forward then back."""
-    frames = list(frames)
-    if not frames:
-        raise ValueError("save_gif: no frames")
-    if bounce and len(frames) > 2:
-        frames = frames + frames[-2:0:-1]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pil = [Image.fromarray(np.asarray(f, np.uint8)) for f in frames]
-    tmp = path.with_name(path.name + ".tmp")
-    pil[0].save(tmp, format="GIF", save_all=True, append_images=pil[1:], duration=duration_ms, loop=0)
-    tmp.replace(path)
-    return path
 
 
 def latent_pca(z_mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -167,17 +161,96 @@ def loss_curves_figure(history):
     return fig
 
 
-def figure_to_array(fig) -> np.ndarray:
-    """Render a Figure to an (H, W, 3) uint8 array (Agg canvas, any backend)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
-
-
 def monitor_frames(monitor_dir, name: str = "reconstructions") -> list[np.ndarray]:
     """The Monitor callback's `<name>_step-*.png` grids in step order, as uint8 arrays."""
     paths = sorted(Path(monitor_dir).glob(f"{name}_step-*.png"),
                    key=lambda p: int(re.search(r"step-(\d+)", p.name).group(1)))
     return [np.asarray(Image.open(p).convert("RGB")) for p in paths]
+
+
+# --------------------------------------------------------------------------- commands (python main.py ...)
+
+def traverse_run(run_dir: Path, dims: int = 10, steps: int = 9, index: int = 0) -> dict:
+    """traversal.png and .gif of a run's most informative dimensions, labelled by factor when known."""
+    from common.config import ConfigError
+    from vae import rundir
+
+    if dims < 1 or steps < 2:
+        raise ConfigError(f"--dims must be >= 1 and --steps >= 2, got {dims} and {steps}")
+    config, encoder, decoder = rundir.load_coder(run_dir)
+    images, _ = rundir.validation_images(config, limit=500)
+    rundir.check_index("--index", index, len(images))
+    labels = dimension_labels(encoder, config)
+    sweep, grid, top, kl = ranked_traversal(encoder, decoder, images, index, min(dims, config.latent_dim),
+                                            steps, labels=labels)
+    out = Path(run_dir) / "visualize"
+    paths = {"png": save_png(grid, out / "traversal.png"),
+             "gif": save_gif(traversal_frames(sweep), out / "traversal.gif")}
+    rundir.tensorboard_image(run_dir, "visualize/traversal", grid)
+    log.info("traversal of dimensions %s (mean KL %s nats) -> %s", top.tolist(),
+             ", ".join(f"{v:.2f}" for v in kl[top]), out)
+    return paths
+
+
+def interpolate_run(run_dir: Path, a: int = 0, b: int = 1, random: bool = False, steps: int = 10,
+                    seed: int = 0) -> dict:
+    """interpolation.png and .gif: linear and spherical paths between two codes."""
+    from common.config import ConfigError
+    from vae import rundir
+
+    if steps < 2:
+        raise ConfigError(f"--steps: must be at least 2, got {steps}")
+    config, encoder, decoder = rundir.load_coder(run_dir)
+    if random:
+        z0, z1 = np.random.default_rng(seed).standard_normal((2, config.latent_dim)).astype(np.float32)
+    else:
+        images, _ = rundir.validation_images(config, limit=max(a, b) + 1)
+        rundir.check_index("--a", a, len(images))
+        rundir.check_index("--b", b, len(images))
+        z0, z1 = encode_means(encoder, images[[a, b]])[0]
+    rows = np.stack([np.asarray(decoder(interpolation_path(z0, z1, steps, mode), training=False))
+                     for mode in ("linear", "spherical")])  # (2, steps, S, S, 3)
+    out = Path(run_dir) / "visualize"
+    strip = labelled_grid(rows, ["linear", "spherical"], label_width=64)
+    frames = [make_grid(rows[:, t], columns=2) for t in range(steps)]
+    paths = {"png": save_png(strip, out / "interpolation.png"),
+             "gif": save_gif(frames, out / "interpolation.gif")}
+    rundir.tensorboard_image(run_dir, "visualize/interpolation", strip)
+    log.info("interpolation strip and GIF -> %s", out)
+    return paths
+
+
+def plots_run(run_dir: Path, colour_by: str = "wall_colour", limit: int = 1000) -> dict:
+    """loss_curves.png, monitor.gif and latent_pca.png (coloured by a factor on synthetic data)."""
+    import pandas as pd
+
+    from common.config import ConfigError
+    from vae import rundir
+
+    config, encoder, _ = rundir.load_coder(run_dir)
+    out, paths = Path(run_dir) / "visualize", {}
+    history = Path(run_dir) / "history.csv"
+    if history.exists():
+        paths["loss_curves"] = save_png(figure_to_array(loss_curves_figure(pd.read_csv(history))),
+                                        out / "loss_curves.png")
+    frames = monitor_frames(Path(run_dir) / "monitor")
+    if frames:
+        paths["monitor_gif"] = save_gif(frames, out / "monitor.gif", duration_ms=300, bounce=False)
+    colour = level_names = None
+    if config.data.startswith("synthetic"):
+        from data import facades
+
+        if colour_by not in facades.FACTOR_NAMES:
+            raise ConfigError(f"--colour-by: {colour_by!r} is not one of {', '.join(facades.FACTOR_NAMES)}")
+        # Fresh renders of random combinations: their factors are known by construction.
+        factors = facades.sample_factors(limit, np.random.default_rng(0))
+        images = facades.render_facades(factors, config.image_size).astype(np.float32) / 255.0
+        colour = factors[:, facades.FACTOR_NAMES.index(colour_by)]
+        level_names = facades.FACTOR_LEVELS[colour_by]
+    else:
+        images, _ = rundir.validation_images(config, limit=limit)
+    z_mean, _ = encode_means(encoder, images)
+    fig = latent_pca_figure(z_mean, colour, colour_by if colour is not None else "", level_names)
+    paths["latent_pca"] = save_png(figure_to_array(fig), out / "latent_pca.png")
+    log.info("wrote %s to %s", ", ".join(paths), out)
+    return paths
