@@ -14,8 +14,8 @@ from pathlib import Path
 
 import keras
 
-# Importing transfer_learning.member also registers BackbonePreprocess for load_model.
-from transfer_learning.member import MemberError
+from common.files import first_line
+from transfer_learning.member import MemberError  # importing it registers BackbonePreprocess for load_model
 
 SAVEDMODEL_ENDPOINTS = ("serving_default", "serve")
 
@@ -113,8 +113,7 @@ def load_member(path, image_size: int | None = None) -> Member:
     except MemberError:
         raise
     except Exception as err:  # noqa: BLE001 — any failure to read a member is the user's file
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise MemberError(f"{path}: cannot load this member ({message[:200]})") from None
+        raise MemberError(f"{path}: cannot load this member ({first_line(err)})") from None
     if len(model.inputs) != 1 or len(model.inputs[0].shape) != 4 or tuple(model.outputs[0].shape[1:]) != (1,):
         raise MemberError(f"{path}: a member maps (batch, size, size, 3) images to (batch, 1) scores")
     return Member(model, path, "keras", info)

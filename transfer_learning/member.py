@@ -23,6 +23,8 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from common.files import atomic_write
+
 SPLIT_LAYER = "pool4_pool"  # DenseNet: end of the conv4 transition, the last layer never unfrozen
 PREPROCESS = "preprocess"
 SCORE = "score"
@@ -124,11 +126,7 @@ def save_base_init(path, backbone: str = "DenseNet201", image_size: int = 300, s
     base = _base(backbone, image_size, None, inputs)
     if images is not None and len(images):
         calibrate_batchnorm(base, images)
-    path = Path(path)
-    tmp = path.with_name("tmp-" + path.name)
-    base.save_weights(str(tmp))
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, base.save_weights)
 
 
 def build_member(
