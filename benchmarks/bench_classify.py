@@ -36,8 +36,8 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from peaks import matmul_peak  # noqa: E402
-from transfer_learning.model import (Ensemble, build_member, for_inference, save_base_init,  # noqa: E402
-                                     split_member)
+from transfer_learning.ensemble import Ensemble, for_inference, split_member  # noqa: E402
+from transfer_learning.member import build_member, save_base_init  # noqa: E402
 from transfer_learning.reader import read_batches  # noqa: E402
 from transfer_learning.sources import list_items  # noqa: E402
 

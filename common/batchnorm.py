@@ -1,7 +1,7 @@
 """BatchNormalization that is exact over replicas and fast on one device.
 
 `GlobalBatchNormalization` is used by the β-VAE (training, any number of replicas)
-and by the curation ensembles (`transfer_learning.model.for_inference`, scoring).
+and by the curation ensembles (`transfer_learning.ensemble.for_inference`, scoring).
 """
 
 from __future__ import annotations

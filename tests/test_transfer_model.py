@@ -1,4 +1,4 @@
-"""transfer_learning.model: members, fine-tuning stages, the trunk-sharing Ensemble, SavedModel members."""
+"""transfer_learning.member, .loading, .ensemble: members, stages, the trunk-sharing Ensemble, SavedModel members."""
 
 import logging
 
@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from transfer_learning.model import (SPLIT_LAYER, BackbonePreprocess, Ensemble, MemberError,
-                                     build_member, calibrate_batchnorm, for_inference, load_member,
-                                     save_base_init, set_stage, split_member, stage_layers,
-                                     trunk_fingerprint)
+from transfer_learning.ensemble import Ensemble, for_inference, split_member, trunk_fingerprint
+from transfer_learning.loading import load_member
+from transfer_learning.member import (SPLIT_LAYER, BackbonePreprocess, MemberError, build_member,
+                                      calibrate_batchnorm, save_base_init, set_stage, stage_layers)
 from common.batchnorm import GlobalBatchNormalization
 
 SIZE = 64  # DenseNet's pool4 output is 2x2 here: a real spatial tail, still cheap
@@ -117,7 +117,7 @@ def test_member_from_another_init_runs_whole_and_still_matches(members, images, 
     stranger.set_weights(members[1].get_weights())
     kernel = stranger.get_layer("conv1_conv").kernel
     kernel.assign(kernel * 1.01)  # another "initialisation" of the frozen trunk
-    with caplog.at_level(logging.WARNING, logger="transfer_learning.model"):
+    with caplog.at_level(logging.WARNING, logger="transfer_learning.ensemble"):
         mixed = Ensemble([members[0], members[1], stranger])
     assert "matches no other member" in caplog.text
     assert mixed.heads[2] is stranger and [h.name for h in mixed.heads[:2]] == ["m1_tail", "m2_tail"]

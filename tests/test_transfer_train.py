@@ -17,7 +17,7 @@ from transfer_learning import train as train_cli
 from transfer_learning.augment import RandomBrightnessScale, augmentation
 from transfer_learning.config import ConfigError, TrainConfig
 from transfer_learning.manifest import read_manifest
-from transfer_learning.model import load_member
+from transfer_learning.loading import load_member
 
 SMALL = ["--backbone", "MobileNet", "--weights", "none", "--image-size", "32", "--batch-size", "8",
          "--epochs-per-stage", "1", "--steps-per-epoch", "2", "--dense-units", "16", "--quiet"]

@@ -43,7 +43,7 @@ from transfer_learning import config as cfg
 from transfer_learning.config import ClassifyConfig
 from transfer_learning.manifest import (ERROR, KEPT, REJECTED_1, REJECTED_2, Manifest, ManifestError,
                                         merge_manifests, read_manifest, score_columns, summary)
-from transfer_learning.model import MemberError
+from transfer_learning.member import MemberError
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,8 @@ def load_ensemble(config: ClassifyConfig):
     """(Ensemble, pass-1 member indices, pass-2 member indices, image size, crop, member paths)."""
     import tensorflow as tf
 
-    from transfer_learning.model import Ensemble, for_inference, load_member, member_files
+    from transfer_learning.ensemble import Ensemble, for_inference
+    from transfer_learning.loading import load_member, member_files
 
     paths1 = [p for spec in config.pass1 for p in member_files(spec)]
     paths2 = [p for spec in config.pass2 for p in member_files(spec)]

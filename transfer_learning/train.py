@@ -47,7 +47,7 @@ from data.pipeline import DataError
 from transfer_learning import config as cfg
 from transfer_learning.augment import augmentation
 from transfer_learning.config import TrainConfig
-from transfer_learning.model import MemberError, build_member, save_base_init, set_stage
+from transfer_learning.member import MemberError, build_member, save_base_init, set_stage
 
 log = logging.getLogger(__name__)
 
