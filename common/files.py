@@ -8,17 +8,21 @@ from pathlib import Path
 from typing import Callable
 
 
-def atomic_write(path, write: Callable[[str], object]) -> Path:
+def atomic_write(path, write: Callable[[str], object], durable: bool = False) -> Path:
     """Call `write(tmp_path)`, then rename the temporary file onto `path` (same folder).
 
     The temporary name keeps the extension last ("tmp-name.ext"), because some writers
-    (Keras, h5py, PIL) choose the format from it.
+    (Keras, h5py, PIL) choose the format from it. `durable`: fsync the file before the
+    rename, so that after a power cut the name holds the whole file or nothing.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"tmp-{os.getpid()}-{path.name}")
     try:
         write(str(tmp))
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -26,9 +30,9 @@ def atomic_write(path, write: Callable[[str], object]) -> Path:
     return path
 
 
-def write_text(path, text: str) -> Path:
+def write_text(path, text: str, durable: bool = False) -> Path:
     """Write `text` atomically."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), durable)
 
 
 def write_json(path, data, indent: int | None = 2, sort_keys: bool = True) -> Path:

@@ -18,6 +18,8 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
+from common.files import atomic_write, write_text
+
 log = logging.getLogger(__name__)
 
 KEPT, REJECTED_1, REJECTED_2, ERROR = "kept", "rejected_pass1", "rejected_pass2", "error"
@@ -90,12 +92,7 @@ class Manifest:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         header = ",".join(self.columns) + "\n"
         if not self.path.exists() or self.path.stat().st_size == 0:
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            with open(tmp, "w", encoding="utf-8") as f:
-                f.write(header)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            write_text(self.path, header, durable=True)
         data = self.path.read_bytes()
         if not data.startswith(header.encode("utf-8")):
             first = data.split(b"\n", 1)[0].decode("utf-8", "replace")
@@ -162,9 +159,5 @@ def merge_manifests(paths: Sequence, out) -> pd.DataFrame:
                             f"manifests (e.g. {merged['path'][duplicated].iloc[0]}); were the "
                             "shards run with the same --num-shards?")
     merged = merged.sort_values("path", kind="stable").reset_index(drop=True)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    merged.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n")
-    os.replace(tmp, out)
+    atomic_write(out, lambda tmp: merged.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n"))
     return merged
