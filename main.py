@@ -244,15 +244,15 @@ def run_plots(run_dir: Path, colour_by: str, limit: int) -> dict:
     z_mean, _ = visualize.encode_means(encoder, images)
     colour = level_names = None
     if config.data == "synthetic" and image_paths:
-        from data import datasets, synthetic
+        from data import datasets, facades
 
-        if colour_by not in synthetic.FACTOR_NAMES:
-            raise ConfigError(f"--colour-by: {colour_by!r} is not one of {', '.join(synthetic.FACTOR_NAMES)}")
+        if colour_by not in facades.FACTOR_NAMES:
+            raise ConfigError(f"--colour-by: {colour_by!r} is not one of {', '.join(facades.FACTOR_NAMES)}")
         table = pd.read_csv(datasets.resolve(config.data, config.data_root, image_size=config.image_size,
                                              synthetic_count=config.synthetic_count,
                                              seed=config.seed).factors_csv).set_index("file")
         colour = table.loc[[Path(p).name for p in image_paths], colour_by].to_numpy()
-        level_names = synthetic.FACTOR_LEVELS[colour_by]
+        level_names = facades.FACTOR_LEVELS[colour_by]
     fig = visualize.latent_pca_figure(z_mean, colour, colour_by if colour is not None else "", level_names)
     paths["latent_pca"] = save_png(visualize.figure_to_array(fig), out / "latent_pca.png")
     log.info("wrote %s to %s", ", ".join(paths), out)

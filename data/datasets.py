@@ -72,11 +72,11 @@ def synthetic_grid(size: int, validation: float, test: float) -> Splits:
     hash of each combination (its row of factor levels), so the test split holds
     combinations that training never saw. Splits are (N, S, S, 3) uint8 arrays.
     """
-    from data import synthetic
+    from data import facades
 
-    factors = synthetic.all_factors()
+    factors = facades.all_factors()
     log.info("rendering all %d synthetic façade combinations at %d px in memory", len(factors), size)
-    images = synthetic.render_facades(factors, size)
+    images = facades.render_facades(factors, size)
     keys = ["-".join(map(str, row)) for row in factors]
     fractions = np.array([pipeline.split_fraction(k) for k in keys])
     masks = {"test": fractions < test, "validation": (fractions >= test) & (fractions < test + validation),

@@ -57,13 +57,13 @@ class GroundTruth:
 
 
 def synthetic_ground_truth(image_size: int) -> GroundTruth:
-    """The synthetic façades (data/synthetic.py) at `image_size`, images as floats in [0, 1]."""
-    from data import synthetic
+    """The synthetic façades (data/facades.py) at `image_size`, images as floats in [0, 1]."""
+    from data import facades
 
     def observations(factors):
-        return synthetic.render_facades(factors, image_size).astype(np.float32) / 255.0
+        return facades.render_facades(factors, image_size).astype(np.float32) / 255.0
 
-    return GroundTruth(tuple(synthetic.FACTOR_SIZES), observations)
+    return GroundTruth(tuple(facades.FACTOR_SIZES), observations)
 
 
 def generate_batch(ground_truth: GroundTruth, represent: Representation, n: int,

@@ -87,12 +87,12 @@ def study_config(spec: Spec, seed: int, steps: int, data_root: str = "datasets")
 
 def encode_grid(encoder, image_size: int, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
     """(means, log-variances), each (15 552, D) float32, of every factor combination in grid order."""
-    from data import synthetic
+    from data import facades
 
-    factors = synthetic.all_factors()
+    factors = facades.all_factors()
     means, log_vars = [], []
     for start in range(0, len(factors), batch_size):
-        images = synthetic.render_facades(factors[start:start + batch_size], image_size)
+        images = facades.render_facades(factors[start:start + batch_size], image_size)
         z_mean, z_log_var = encoder(images.astype(np.float32) / 255.0, training=False)
         means.append(np.asarray(z_mean))
         log_vars.append(np.asarray(z_log_var))
@@ -102,15 +102,15 @@ def encode_grid(encoder, image_size: int, batch_size: int = 512) -> tuple[np.nda
 def measure(codes: np.ndarray, seed: int, samples: int = 10_000, votes: int = 10_000,
             dci_method: str = "auto") -> dict:
     """Every metric from a grid code table (float16 as saved, so the file reproduces it exactly)."""
-    from data import synthetic
+    from data import facades
     from vae import metrics
 
     codes = np.asarray(codes, np.float16).astype(np.float64)
-    scores = metrics.grid_metrics(codes, synthetic.FACTOR_SIZES, seed, num_samples=samples,
+    scores = metrics.grid_metrics(codes, facades.FACTOR_SIZES, seed, num_samples=samples,
                                   num_votes=votes, dci_method=dci_method)
-    information = metrics.normalised_mutual_info(codes, synthetic.all_factors())
+    information = metrics.normalised_mutual_info(codes, facades.all_factors())
     scores["labels"] = [{"factor": f, "information": round(v, 4)}
-                        for f, v in metrics.factor_labels(information, synthetic.FACTOR_NAMES)]
+                        for f, v in metrics.factor_labels(information, facades.FACTOR_NAMES)]
     scores["normalised_mutual_info"] = information.round(4).tolist()
     return scores
 
