@@ -73,7 +73,7 @@ RESUMABLE_CHANGES = {"epochs", "max_steps", "monitor_every", "log_every", "check
 
 def resolve_splits(config: VAEConfig) -> datasets.Splits:
     """The dataset's three splits; a failed download says how to run offline."""
-    from data import download
+    from data.fetch import DownloadError
 
     try:
         return datasets.resolve(
@@ -82,7 +82,7 @@ def resolve_splits(config: VAEConfig) -> datasets.Splits:
             validation=config.validation_fraction, test=config.test_fraction,
             progress=sys.stderr.isatty(),
         )
-    except download.DownloadError as err:
+    except DownloadError as err:
         raise DataUnavailable(f"--data {config.data}: {err}; to run offline use --data synthetic") from None
 
 
