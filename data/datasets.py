@@ -23,7 +23,6 @@ from data.pipeline import DataError
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-DOWNLOADED = {"reduced_128": "reduced_128", "reduced_256": "reduced_256"}
 
 
 @dataclass(frozen=True)
@@ -131,10 +130,10 @@ def resolve(
         return Splits(splits.train, splits.validation, splits.test, folder / "factors.csv")
     if name == "synthetic_grid":
         return synthetic_grid(image_size, validation, test)
-    if name in DOWNLOADED:
+    if name in ("reduced_128", "reduced_256"):
         from data import download
 
-        train = download.fetch_dataset(DOWNLOADED[name], Path(root), progress=progress)
+        train = download.fetch_dataset(name, Path(root), progress=progress)
         val = download.fetch_dataset("validation", Path(root), progress=progress)
         test_dir = download.fetch_dataset("test", Path(root), progress=progress)
         return Splits(str(train), str(val), str(test_dir))
