@@ -23,7 +23,6 @@ from data.pipeline import DataError
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validation", "test")
-DOWNLOADED = {"reduced_128": "reduced_128", "reduced_256": "reduced_256"}
 
 
 @dataclass(frozen=True)
@@ -72,11 +71,11 @@ def synthetic_grid(size: int, validation: float, test: float) -> Splits:
     hash of each combination (its row of factor levels), so the test split holds
     combinations that training never saw. Splits are (N, S, S, 3) uint8 arrays.
     """
-    from data import synthetic
+    from data import facades
 
-    factors = synthetic.all_factors()
+    factors = facades.all_factors()
     log.info("rendering all %d synthetic façade combinations at %d px in memory", len(factors), size)
-    images = synthetic.render_facades(factors, size)
+    images = facades.render_facades(factors, size)
     keys = ["-".join(map(str, row)) for row in factors]
     fractions = np.array([pipeline.split_fraction(k) for k in keys])
     masks = {"test": fractions < test, "validation": (fractions >= test) & (fractions < test + validation),
@@ -131,10 +130,10 @@ def resolve(
         return Splits(splits.train, splits.validation, splits.test, folder / "factors.csv")
     if name == "synthetic_grid":
         return synthetic_grid(image_size, validation, test)
-    if name in DOWNLOADED:
+    if name in ("reduced_128", "reduced_256"):
         from data import download
 
-        train = download.fetch_dataset(DOWNLOADED[name], Path(root), progress=progress)
+        train = download.fetch_dataset(name, Path(root), progress=progress)
         val = download.fetch_dataset("validation", Path(root), progress=progress)
         test_dir = download.fetch_dataset("test", Path(root), progress=progress)
         return Splits(str(train), str(val), str(test_dir))

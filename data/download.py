@@ -1,48 +1,30 @@
-"""Download, verify and unpack the real datasets: the original project's curated
-photos and the Google Landmarks Dataset v2 (GLDv2) train shards.
+"""The real datasets and the command line that fetches them: the original project's
+curated photos and the Google Landmarks Dataset v2 (GLDv2) train shards.
 
     python -m data.download reduced_128 --root datasets
     python -m data.download gldv2 --shards 0-9 --extract
 
-Every step is safe to interrupt and cheap to repeat:
-- a download goes to `<file>.part` and is resumed with an HTTP Range request;
-  it gets its final name only after its size (and md5, where one is published)
-  has been checked, so a partial file is never taken for a complete one;
-- an archive is checked member by member before anything is written (nothing
-  may land outside the target folder), unpacked into `<folder>.partial` and
-  renamed into place with a `.complete` marker, so a half-unpacked folder never
-  looks finished;
-- a verified file or a marked folder that is already there means nothing to do.
+Every step is safe to interrupt and cheap to repeat: each file is downloaded
+resumably and verified (data/fetch.py), each archive checked and unpacked all
+or nothing (data/archives.py); what is already there and finished is left as
+it is.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import hashlib
-import http.client
-import json
 import logging
 import os
 import posixpath
 import re
-import shutil
-import stat
 import sys
-import tarfile
-import time
-import urllib.error
 import urllib.parse
-import urllib.request
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
-import wget
-
-log = logging.getLogger(__name__)
+from data.archives import extract_all, is_unpacked
+from data.fetch import DownloadError, download_file, remove_download
 
 # ============================================================================ URLs
 # Everything this module fetches from the internet is named in this block.
@@ -75,10 +57,7 @@ GLDV2_URL_ENV = "CASTLE_DREAMER_GLDV2_URL"
 # ============================================================================
 
 GLDV2_SHARDS = 500  # images_000.tar ... images_499.tar, ~1 GB each
-MARKER = ".complete"  # written last into an unpacked folder: its presence means "finished"
 DOWNLOADS = "downloads"  # sub-folder of the data root that holds the archives
-_CHUNK = 1 << 18  # bytes per read while streaming a download
-_USER_AGENT = "castle-dreamer (python urllib)"
 
 
 @dataclass(frozen=True)
@@ -127,428 +106,6 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
-class DownloadError(Exception):
-    """A download, check or unpacking that failed; the message names the file and what to do."""
-
-
-class UnsafeArchiveError(DownloadError):
-    """An archive member that would be written outside its target folder."""
-
-
-# --------------------------------------------------------------------------- progress
-
-
-class _Progress:
-    """A one-line progress bar on stderr using the `wget` package's `bar_adaptive` text.
-
-    `mode`: True (or "auto") draws only on a terminal, "always" draws anyway,
-    False (or "never") never draws.
-    """
-
-    def __init__(self, label: str, total: int | None, mode):
-        self.stream = sys.stderr
-        isatty = getattr(self.stream, "isatty", lambda: False)
-        self.on = mode == "always" or (mode not in (False, None, "never") and isatty())
-        self.label, self.total, self.last, self.current = label, total, 0.0, 0
-
-    def update(self, current: int) -> None:
-        self.current = current
-        now = time.monotonic()
-        if self.on and (now - self.last >= 0.1 or current == self.total):
-            self.last = now
-            self._draw()
-
-    def _draw(self) -> None:
-        width = shutil.get_terminal_size((80, 20)).columns - len(self.label) - 2
-        bar = wget.bar_adaptive(self.current, self.total or 0, width)
-        self.stream.write(f"\r{self.label} {bar}")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.on:
-            self._draw()
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-# --------------------------------------------------------------------------- downloading
-
-
-def _md5_of(path: Path) -> str:
-    digest = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _reason(err: BaseException) -> str:
-    """The useful part of a network error, on one line."""
-    if isinstance(err, urllib.error.HTTPError):
-        text = f"HTTP {err.code} {err.reason}"
-    elif isinstance(err, urllib.error.URLError):
-        text = str(err.reason or err)
-    else:
-        text = str(err) or type(err).__name__
-    return " ".join(text.split())
-
-
-def _checked_file(path: Path) -> Path:
-    """The md5sum-format note written beside a file whose md5 has been verified."""
-    return path.with_name(path.name + ".md5")
-
-
-def _already_verified(dest: Path, md5: str | None, expected_size: int | None) -> bool:
-    """Whether a file that has its final name still passes its checks.
-
-    A file gets its final name only after verification, so with no md5 to check
-    its presence (and size) is enough. With an md5, the note written at
-    verification time saves hashing a gigabyte again while the file is unchanged.
-    """
-    size = dest.stat().st_size
-    if expected_size is not None and size != expected_size:
-        return False
-    if md5 is None:
-        return True
-    note = _checked_file(dest)
-    try:
-        fresh = note.stat().st_mtime_ns >= dest.stat().st_mtime_ns
-        noted = note.read_text().split()[0].lower()
-    except (OSError, IndexError):
-        fresh, noted = False, None
-    if fresh and noted == md5:
-        return True
-    if _md5_of(dest) == md5:
-        note.write_text(f"{md5}  {dest.name}\n")
-        return True
-    return False
-
-
-def _content_range(value: str | None) -> tuple[int | None, int | None]:
-    """(first byte, total size) from a Content-Range header; None where absent or '*'."""
-    match = re.fullmatch(r"\s*bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)\s*", value or "")
-    if not match:
-        return None, None
-    start, total = match.groups()
-    return (int(start) if start else None), (int(total) if total and total != "*" else None)
-
-
-def _open(url: str, offset: int, timeout: float):
-    headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
-
-
-def _transfer(url: str, part: Path, *, label: str, expected_size: int | None, progress,
-              timeout: float) -> int | None:
-    """Fill `part` with the bytes at `url`, resuming what it holds; return the total size if known.
-
-    Raises DownloadError when the server cannot be reached or the transfer stops
-    early; the partial file is kept so that the next call resumes it.
-    """
-    failed = f"could not download {label} from {url}"
-    offset = part.stat().st_size if part.exists() else 0
-    if expected_size is not None and offset > expected_size:
-        part.unlink()
-        offset = 0
-    if offset and offset == expected_size:
-        return expected_size  # complete already: verification decides
-    for _ in range(2):  # a second round only when the partial file cannot be resumed
-        try:
-            response = _open(url, offset, timeout)
-        except urllib.error.HTTPError as err:
-            if err.code == 416 and offset:  # Range Not Satisfiable: nothing after `offset`
-                _, total = _content_range(err.headers.get("Content-Range"))
-                if total == offset:
-                    return total
-                log.warning("%s: the server cannot resume %s; starting again from zero",
-                            label, part)
-                part.unlink()
-                offset = 0
-                continue
-            raise DownloadError(f"{failed}: {_reason(err)}") from err
-        except (OSError, http.client.HTTPException) as err:
-            raise DownloadError(f"{failed}: {_reason(err)}") from err
-        with response:
-            if response.status == 206:
-                start, total = _content_range(response.headers.get("Content-Range"))
-                if start != offset:  # not the range asked for: trust nothing we hold
-                    log.warning("%s: the server answered from byte %s, not %d; starting again",
-                                label, start, offset)
-                    part.unlink(missing_ok=True)
-                    offset = 0
-                    continue
-            else:
-                if offset:  # 200 to a Range request: this server cannot resume
-                    log.info("%s: the server does not resume downloads; starting again from zero",
-                             label)
-                offset = 0
-                length = response.headers.get("Content-Length")
-                total = int(length) if length and length.isdigit() else None
-            if expected_size is not None and total is not None and total != expected_size:
-                raise DownloadError(f"{failed}: the server offers {total} bytes, "
-                                    f"{expected_size} were expected")
-            total = total if total is not None else expected_size
-            received = _stream(response, part, offset, total, label, progress, failed)
-        if total is not None and received < total:
-            raise DownloadError(f"{failed}: the connection closed after {received} of {total} "
-                                f"bytes (kept in {part}; run again to resume)")
-        return total if total is not None else received
-    raise DownloadError(f"{failed}: the server does not serve the rest of {part}; "
-                        "delete it and run again")
-
-
-def _stream(response, part: Path, offset: int, total: int | None, label: str, progress,
-            failed: str) -> int:
-    """Append the response body to `part` (truncated first if `offset` is 0); return its size."""
-    bar = _Progress(label, total, progress)
-    received = offset
-    bar.update(received)
-    try:
-        with open(part, "ab" if offset else "wb") as out:
-            while True:
-                try:
-                    chunk = response.read(_CHUNK)
-                except (OSError, http.client.HTTPException) as err:
-                    raise DownloadError(
-                        f"{failed}: interrupted after {received} of {total or '?'} bytes "
-                        f"({_reason(err)}; kept in {part}, run again to resume)"
-                    ) from err
-                if not chunk:
-                    return received
-                out.write(chunk)
-                received += len(chunk)
-                bar.update(received)
-    finally:
-        bar.close()
-
-
-def _download(url: str, dest: Path, *, label: str, md5: str | None, expected_size: int | None,
-              progress, timeout: float) -> Path:
-    md5 = md5.lower() if md5 else None
-    if dest.exists():
-        if _already_verified(dest, md5, expected_size):
-            log.info("%s: already downloaded (%s)", label, dest)
-            return dest
-        log.warning("%s does not match its published size or md5; downloading it again", dest)
-        dest.unlink()
-        _checked_file(dest).unlink(missing_ok=True)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(dest.name + ".part")
-    log.info("downloading %s from %s to %s", label, url, dest)
-    size = _transfer(url, part, label=label, expected_size=expected_size, progress=progress,
-                     timeout=timeout)
-    got = part.stat().st_size
-    if size is not None and got != size:
-        part.unlink()
-        raise DownloadError(f"{dest}: {got} bytes downloaded, {size} expected; "
-                            "the partial file was deleted, run again")
-    if md5 is not None:
-        actual = _md5_of(part)
-        if actual != md5:
-            part.unlink()
-            raise DownloadError(f"{dest}: md5 {actual} does not match the published {md5} "
-                                f"(from {url}); the corrupt download was deleted, run again")
-    os.replace(part, dest)
-    if md5 is not None:
-        _checked_file(dest).write_text(f"{md5}  {dest.name}\n")
-    return dest
-
-
-def download_file(url: str, dest: Path, *, md5: str | None = None, expected_size: int | None = None,
-                  progress=True, timeout: float = 60) -> Path:
-    """Download `url` to `dest` resumably and return `dest` once its size and md5 check out.
-
-    The transfer is urllib's rather than the `wget` package's (which the original
-    used): `wget.download` always starts from byte zero, so it cannot resume a
-    gigabyte shard. Only wget's progress-bar text is reused.
-
-    md5: the published checksum; a mismatch deletes the download and raises.
-    expected_size: bytes, when known beforehand; otherwise the server's
-        Content-Length / Content-Range is checked.
-    progress: True draws a bar on a terminal only, "always" also elsewhere, False never.
-    timeout: seconds a connection may stay silent.
-    Raises DownloadError naming the file and the reason.
-    """
-    dest = Path(dest)
-    return _download(url, dest, label=dest.name, md5=md5, expected_size=expected_size,
-                     progress=progress, timeout=timeout)
-
-
-# --------------------------------------------------------------------------- unpacking
-
-
-@dataclass(frozen=True)
-class _Member:
-    name: str
-    kind: str  # "file", "dir", "symlink", "hardlink" or "special"
-    link: str | None = None  # symlink target (from its folder) or hardlink target (from the root)
-
-
-def _archive_kind(archive: Path) -> str:
-    """'zip' or 'tar' from the bytes (tar first for tar-like names: a tar may end in a zip)."""
-    tests = {"zip": zipfile.is_zipfile, "tar": tarfile.is_tarfile}
-    tar_like = re.search(r"\.(tar|tgz|tbz2?|txz)(\.\w+)?$", archive.name)
-    for kind in ("tar", "zip") if tar_like else ("zip", "tar"):
-        if tests[kind](archive):
-            return kind
-    raise DownloadError(f"{archive}: not a zip or tar archive; delete it and run again")
-
-
-def _members(archive: Path, kind: str) -> list[_Member]:
-    if kind == "zip":
-        with zipfile.ZipFile(archive) as zf:
-            out = []
-            for info in zf.infolist():
-                if stat.S_ISLNK(info.external_attr >> 16):
-                    link = zf.read(info).decode("utf-8", "replace")
-                    out.append(_Member(info.filename, "symlink", link))
-                else:
-                    out.append(_Member(info.filename, "dir" if info.is_dir() else "file"))
-            return out
-    with tarfile.open(archive, "r:*") as tf:
-        out = []
-        for m in tf.getmembers():
-            if m.issym():
-                out.append(_Member(m.name, "symlink", m.linkname))
-            elif m.islnk():
-                out.append(_Member(m.name, "hardlink", m.linkname))
-            elif m.isdir():
-                out.append(_Member(m.name, "dir"))
-            elif m.isfile():
-                out.append(_Member(m.name, "file"))
-            else:
-                out.append(_Member(m.name, "special"))
-        return out
-
-
-def _relative(name: str) -> str | None:
-    """The normalised path of `name` below the target folder, or None if it leaves it."""
-    name = name.replace("\\", "/")
-    if name.startswith("/") or re.match(r"^[A-Za-z]:", name):
-        return None
-    path = posixpath.normpath(name)
-    return None if path == ".." or path.startswith("../") else path
-
-
-def _through_link(path: str, links: set[str]) -> str | None:
-    """The first symbolic link that `path`, as written, passes through, if any.
-
-    Judged before normalising: on disk `l/..` is the parent of wherever `l`
-    points, not the folder holding `l`.
-    """
-    parts = path.replace("\\", "/").split("/")
-    for i in range(1, len(parts)):
-        prefix = posixpath.normpath("/".join(parts[:i]))
-        if prefix in links:
-            return prefix
-    return None
-
-
-def _check_members(archive: Path, members: Sequence[_Member]) -> None:
-    """Refuse an archive any member of which would be written, or point, outside its folder.
-
-    Paths are judged by their text, so nothing may pass *through* a symbolic link
-    of the same archive (`l -> .` then `l/../x` would leave the folder on disk
-    while looking inside on paper); links themselves may point inside.
-    """
-    links = {p for m in members if m.kind == "symlink" and (p := _relative(m.name))}
-    refuse = f"{archive}: refusing to unpack (nothing was written):"
-    for m in members:
-        path = _relative(m.name)
-        if path is None:
-            raise UnsafeArchiveError(f"{refuse} member {m.name!r} would be written outside the "
-                                     "target folder (absolute path or '..')")
-        if path == "." and m.kind != "dir":
-            raise UnsafeArchiveError(f"{refuse} member {m.name!r} would replace the target folder")
-        via = _through_link(m.name, links)
-        if via is not None:
-            raise UnsafeArchiveError(f"{refuse} member {m.name!r} goes through the symbolic "
-                                     f"link {via!r}")
-        if m.kind == "special":
-            raise UnsafeArchiveError(f"{refuse} member {m.name!r} is a device or pipe, not a file")
-        if m.kind in ("symlink", "hardlink"):
-            link = m.link or ""
-            # a symlink's target is relative to its folder, a hardlink's to the archive root
-            base = posixpath.dirname(path) if m.kind == "symlink" else ""
-            joined = posixpath.join(base, link)
-            if not link or _relative(joined) is None or _through_link(joined, links) is not None:
-                raise UnsafeArchiveError(f"{refuse} {m.kind} {m.name!r} -> {link!r} points outside "
-                                         "the target folder or through another link")
-
-
-def _unpack(archive: Path, kind: str, dest: Path) -> None:
-    if kind == "zip":
-        with zipfile.ZipFile(archive) as zf:
-            zf.extractall(dest)
-        return
-    with tarfile.open(archive, "r:*") as tf:
-        if hasattr(tarfile, "data_filter"):  # Python >= 3.11.4: a second line of defence
-            tf.extractall(dest, filter="data")
-        else:
-            tf.extractall(dest)
-
-
-@contextlib.contextmanager
-def _unreadable(archive: Path):
-    """Turn a corrupt archive's errors into a DownloadError that names it."""
-    try:
-        yield
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error) as err:
-        if isinstance(err, getattr(tarfile, "FilterError", ())):  # tarfile's own check
-            raise UnsafeArchiveError(f"{archive}: refusing to unpack: {err}") from err
-        raise DownloadError(f"{archive}: cannot unpack ({err}); delete it and run again") from err
-
-
-def _finished(target: Path) -> bool:
-    """True if `target` was unpacked completely; raises if it exists without our marker."""
-    if (target / MARKER).exists():
-        return True
-    if target.exists():
-        raise DownloadError(f"{target} exists but has no {MARKER} marker, so it may be "
-                            "incomplete; move it away (or pass it as a folder) and run again")
-    return False
-
-
-def _extract(archives: Sequence[Path], target: Path) -> Path:
-    """Unpack `archives` into `target` together: every member checked first, then all or none."""
-    if _finished(target):
-        log.info("%s: already unpacked", target)
-        return target
-    kinds = [_archive_kind(a) for a in archives]
-    for archive, kind in zip(archives, kinds):
-        with _unreadable(archive):
-            _check_members(archive, _members(archive, kind))
-    staging = target.with_name(target.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)  # left behind by an interrupted run
-    staging.mkdir(parents=True)
-    try:
-        for archive, kind in zip(archives, kinds):
-            log.info("unpacking %s into %s", archive, target)
-            with _unreadable(archive):
-                _unpack(archive, kind, staging)
-        note = {"archives": [a.name for a in archives],
-                "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
-        (staging / MARKER).write_text(json.dumps(note) + "\n")
-        os.replace(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target
-
-
-def safe_extract(archive: Path, target_dir: Path) -> Path:
-    """Unpack a zip or tar (.tar.gz, ...) archive into `target_dir`, all or nothing; return it.
-
-    Members that would land outside `target_dir` (absolute paths, '..', links
-    pointing out) raise UnsafeArchiveError before anything is written. The folder
-    appears, with a `.complete` marker, only once every member is out; a marked
-    folder is left as it is.
-    """
-    return _extract([Path(archive)], Path(target_dir))
-
-
 # --------------------------------------------------------------------------- datasets
 
 
@@ -557,11 +114,6 @@ def _spec(name: str) -> DatasetSpec:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)} "
                          "(GLDv2 shards: fetch_gldv2_shards)")
     return DATASETS[name]
-
-
-def _remove_archive(path: Path) -> None:
-    path.unlink(missing_ok=True)
-    _checked_file(path).unlink(missing_ok=True)
 
 
 def fetch_dataset(name: str, root: Path, *, base_url: str | None = None, progress=True,
@@ -579,21 +131,21 @@ def fetch_dataset(name: str, root: Path, *, base_url: str | None = None, progres
     spec = _spec(name)
     root = Path(root)
     target = root / spec.folder
-    if _finished(target):
+    if is_unpacked(target):
         return target
     base_url = base_url or os.environ.get(DATA_URL_ENV) or None
     count = len(spec.urls)
     archives = []
     for part in range(count):
         label = name if count == 1 else f"{name} (part {part + 1}/{count})"
-        archives.append(_download(
+        archives.append(download_file(
             spec.url(part, base_url), root / DOWNLOADS / spec.filename(part), label=label,
             md5=spec.part_md5(part), expected_size=None, progress=progress, timeout=60,
         ))
-    _extract(archives, target)
+    extract_all(archives, target)
     if not keep_archives:
         for archive in archives:
-            _remove_archive(archive)
+            remove_download(archive)
     return target
 
 
@@ -602,8 +154,8 @@ def _gldv2_md5(base_url: str, folder: Path, shard: int) -> str:
     tar_name = f"images_{shard:03d}.tar"
     path = folder / f"md5.images_{shard:03d}.txt"
     if not path.exists():
-        _download(f"{base_url}/md5sum/train/{path.name}", path, label=f"GLDv2 {path.name}",
-                  md5=None, expected_size=None, progress=False, timeout=60)
+        download_file(f"{base_url}/md5sum/train/{path.name}", path, label=f"GLDv2 {path.name}",
+                      md5=None, expected_size=None, progress=False, timeout=60)
     fields = path.read_text(errors="replace").split()
     if not fields or not re.fullmatch(r"[0-9a-fA-F]{32}", fields[0]):
         path.unlink()
@@ -637,17 +189,17 @@ def fetch_gldv2_shards(root: Path, shards: Iterable[int], *, extract: bool = Fal
     for shard in shards:
         tar_name = f"images_{shard:03d}.tar"
         unpacked = folder / f"images_{shard:03d}"
-        if extract and _finished(unpacked):
+        if extract and is_unpacked(unpacked):
             out.append(unpacked)
             continue
         md5 = _gldv2_md5(base_url, folder, shard)
-        tar = _download(f"{base_url}/train/{tar_name}", folder / tar_name,
-                        label=f"GLDv2 {tar_name}", md5=md5, expected_size=None,
-                        progress=progress, timeout=60)
+        tar = download_file(f"{base_url}/train/{tar_name}", folder / tar_name,
+                            label=f"GLDv2 {tar_name}", md5=md5, expected_size=None,
+                            progress=progress, timeout=60)
         if extract:
-            _extract([tar], unpacked)
+            extract_all([tar], unpacked)
             if not keep_archives:
-                _remove_archive(tar)
+                remove_download(tar)
             out.append(unpacked)
         else:
             out.append(tar)

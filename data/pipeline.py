@@ -26,6 +26,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from common.files import first_line, write_text
+
 log = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
@@ -140,22 +142,17 @@ def _check_one(path: str) -> str | None:
     try:
         data = tf.io.read_file(path)
     except (tf.errors.OpError, OSError) as err:
-        return f"unreadable: {_first_line(err)}"
+        return f"unreadable: {first_line(err)}"
     if int(tf.strings.length(data)) == 0:
         return "empty file"
     try:
         tf.io.decode_image(data, channels=3, expand_animations=False)
     except tf.errors.InvalidArgumentError as err:
-        message = _first_line(err)
+        message = first_line(err)
         if "Unknown image file format" in message:
             return "not an image (unknown format)"
         return f"corrupt or truncated: {message}"
     return None
-
-
-def _first_line(err: Exception) -> str:
-    message = getattr(err, "message", None) or str(err)
-    return message.strip().splitlines()[0][:200] if message.strip() else type(err).__name__
 
 
 def check_images(paths: Sequence[str], workers: int | None = None) -> ImageScan:
@@ -397,9 +394,7 @@ def write_tfrecords(
         "shards": shard_files,
         "skipped": [{"path": p, "reason": r} for p, r in scan.bad],
     }
-    tmp = out / "index.json.partial"
-    tmp.write_text(json.dumps(index, indent=2))
-    os.replace(tmp, out / "index.json")
+    write_text(out / "index.json", json.dumps(index, indent=2))
     log.info("wrote %d images in %d shards to %s (%d skipped)",
              len(names), num_shards, out, len(scan.bad))
     return index

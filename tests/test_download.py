@@ -1,4 +1,4 @@
-"""data.download against a local HTTP server on 127.0.0.1: never the internet.
+"""data.fetch, data.archives and data.download against a local HTTP server on 127.0.0.1: never the internet.
 
 The server serves bytes from a dict, honours `Range: bytes=N-` (or, switched,
 ignores it), can drop a connection half-way through once, and records every
@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from data import download
-from data.download import DownloadError, UnsafeArchiveError
+from data import archives, download, fetch
+from data.archives import UnsafeArchiveError
+from data.fetch import DownloadError
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -123,8 +124,8 @@ def _files_under(folder):
 def test_download_checks_md5_and_gives_the_final_name_only_when_complete(server, tmp_path):
     data = _payload()
     server.files["/a.bin"] = data
-    dest = download.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", md5=_md5(data),
-                                  expected_size=len(data), progress=False)
+    dest = fetch.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", md5=_md5(data),
+                               expected_size=len(data), progress=False)
     assert dest.read_bytes() == data
     assert not (tmp_path / "a.bin.part").exists()
     assert server.requests == [("/a.bin", None)]
@@ -136,11 +137,11 @@ def test_interrupted_download_resumes_with_a_range_request(server, tmp_path):
     server.drop_once.add("/a.bin")
     dest = tmp_path / "a.bin"
     with pytest.raises(DownloadError, match=r"a\.bin.*100000 of 200000 bytes.*run again to resume"):
-        download.download_file(f"{server.url}/a.bin", dest, md5=_md5(data), progress=False)
+        fetch.download_file(f"{server.url}/a.bin", dest, md5=_md5(data), progress=False)
     assert not dest.exists()  # a partial file is never taken for the real one
     assert (tmp_path / "a.bin.part").stat().st_size == len(data) // 2
 
-    download.download_file(f"{server.url}/a.bin", dest, md5=_md5(data), progress=False)
+    fetch.download_file(f"{server.url}/a.bin", dest, md5=_md5(data), progress=False)
     assert dest.read_bytes() == data
     assert server.requests[-1] == ("/a.bin", f"bytes={len(data) // 2}-")
     assert not (tmp_path / "a.bin.part").exists()
@@ -151,8 +152,8 @@ def test_server_ignoring_range_restarts_from_zero(server, tmp_path):
     server.files["/a.bin"] = data
     server.honour_range = False
     (tmp_path / "a.bin.part").write_bytes(b"stale bytes that must not survive")
-    dest = download.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", md5=_md5(data),
-                                  progress=False)
+    dest = fetch.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", md5=_md5(data),
+                               progress=False)
     assert dest.read_bytes() == data
     assert server.requests == [("/a.bin", "bytes=33-")]  # asked to resume, got a 200
 
@@ -161,8 +162,8 @@ def test_md5_mismatch_deletes_the_download_and_names_the_file(server, tmp_path):
     data = _payload()
     server.files["/a.bin"] = data
     with pytest.raises(DownloadError, match=r"a\.bin: md5 .* does not match the published"):
-        download.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", md5="0" * 32,
-                               progress=False)
+        fetch.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", md5="0" * 32,
+                            progress=False)
     assert _files_under(tmp_path) == []
 
 
@@ -171,8 +172,8 @@ def test_resumed_part_that_does_not_add_up_fails_md5_and_is_deleted(server, tmp_
     server.files["/a.bin"] = data
     (tmp_path / "a.bin.part").write_bytes(b"x" * 1000)  # wrong first bytes, resumed at 1000
     with pytest.raises(DownloadError, match="md5"):
-        download.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", md5=_md5(data),
-                               progress=False)
+        fetch.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", md5=_md5(data),
+                            progress=False)
     assert _files_under(tmp_path) == []
 
 
@@ -180,8 +181,8 @@ def test_complete_part_is_verified_and_renamed_without_downloading_again(server,
     data = _payload()
     server.files["/a.bin"] = data
     (tmp_path / "a.bin.part").write_bytes(data)  # e.g. killed between transfer and rename
-    dest = download.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", md5=_md5(data),
-                                  progress=False)
+    dest = fetch.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", md5=_md5(data),
+                               progress=False)
     assert dest.read_bytes() == data
     assert server.requests == [("/a.bin", f"bytes={len(data)}-")]  # answered 416: nothing left
 
@@ -190,15 +191,15 @@ def test_second_call_makes_no_request(server, tmp_path):
     data = _payload()
     server.files["/a.bin"] = data
     for _ in range(2):
-        download.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", md5=_md5(data),
-                               progress=False)
+        fetch.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", md5=_md5(data),
+                            progress=False)
     assert len(server.requests) == 1
 
 
 def test_unreachable_server_is_one_line_naming_file_and_url(closed_port_url, tmp_path):
     with pytest.raises(DownloadError) as info:
-        download.download_file(f"{closed_port_url}/a.bin", tmp_path / "a.bin", progress=False,
-                               timeout=5)
+        fetch.download_file(f"{closed_port_url}/a.bin", tmp_path / "a.bin", progress=False,
+                            timeout=5)
     message = str(info.value)
     assert message.startswith(f"could not download a.bin from {closed_port_url}/a.bin: ")
     assert "refused" in message.lower() and "\n" not in message
@@ -206,9 +207,9 @@ def test_unreachable_server_is_one_line_naming_file_and_url(closed_port_url, tmp
 
 def test_progress_bar_only_when_asked_off_a_terminal(server, tmp_path, capsys):
     server.files["/a.bin"] = _payload()
-    download.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", progress=True)
+    fetch.download_file(f"{server.url}/a.bin", tmp_path / "a.bin", progress=True)
     assert capsys.readouterr().err == ""  # stderr is not a terminal here
-    download.download_file(f"{server.url}/a.bin", tmp_path / "b.bin", progress="always")
+    fetch.download_file(f"{server.url}/a.bin", tmp_path / "b.bin", progress="always")
     assert "100%" in capsys.readouterr().err
 
 
@@ -220,21 +221,21 @@ def test_zip_and_tar_gz_unpack_with_a_completion_marker(tmp_path):
     (tmp_path / "x.zip").write_bytes(_zip_bytes(files))
     (tmp_path / "x.tar.gz").write_bytes(_tar_bytes(list(files.items()), mode="w:gz"))
     for name in ("x.zip", "x.tar.gz"):
-        out = download.safe_extract(tmp_path / name, tmp_path / f"out-{name}")
+        out = archives.safe_extract(tmp_path / name, tmp_path / f"out-{name}")
         assert (out / "photos/sub/b.jpg").read_bytes() == b"jpeg b"
-        assert (out / download.MARKER).exists()
+        assert (out / archives.MARKER).exists()
         assert not (tmp_path / f"out-{name}.partial").exists()
     # a marked folder is finished: the archive is not even opened again
     (tmp_path / "x.zip").write_bytes(b"no longer an archive")
     out = tmp_path / "out-x.zip"
-    assert download.safe_extract(tmp_path / "x.zip", out) == out
+    assert archives.safe_extract(tmp_path / "x.zip", out) == out
 
 
 def test_folder_without_marker_is_not_taken_for_finished(tmp_path):
     (tmp_path / "x.zip").write_bytes(_zip_bytes({"a.jpg": b"a"}))
     (tmp_path / "out").mkdir()
     with pytest.raises(DownloadError, match=r"out exists but has no \.complete marker"):
-        download.safe_extract(tmp_path / "x.zip", tmp_path / "out")
+        archives.safe_extract(tmp_path / "x.zip", tmp_path / "out")
 
 
 @pytest.mark.parametrize("attack", [
@@ -260,7 +261,7 @@ def test_traversal_tar_is_refused_before_anything_is_written(tmp_path, attack):
     target = tmp_path / "target"
     refused = r"attack\.tar: refusing to unpack \(nothing was written\)"  # by our own check
     with pytest.raises(UnsafeArchiveError, match=refused):
-        download.safe_extract(archive, target)
+        archives.safe_extract(archive, target)
     assert not target.exists() and not (tmp_path / "target.partial").exists()
     assert _files_under(tmp_path) == ["attack.tar", "outside"]
     assert not (tmp_path / "evil.txt").exists()
@@ -269,7 +270,7 @@ def test_traversal_tar_is_refused_before_anything_is_written(tmp_path, attack):
 def test_zip_with_dotdot_member_is_refused(tmp_path):
     (tmp_path / "attack.zip").write_bytes(_zip_bytes({"ok.txt": b"ok", "../evil.txt": b"evil"}))
     with pytest.raises(UnsafeArchiveError, match="'../evil.txt' would be written outside"):
-        download.safe_extract(tmp_path / "attack.zip", tmp_path / "target")
+        archives.safe_extract(tmp_path / "attack.zip", tmp_path / "target")
     assert _files_under(tmp_path) == ["attack.zip"]
 
 
@@ -277,7 +278,7 @@ def test_links_that_stay_inside_are_unpacked(tmp_path):
     archive = tmp_path / "ok.tar"
     archive.write_bytes(_tar_bytes([("img/a.jpg", b"a"), ("latest.jpg", ("symlink", "img/a.jpg")),
                                     ("copy.jpg", ("hardlink", "img/a.jpg"))]))
-    out = download.safe_extract(archive, tmp_path / "out")
+    out = archives.safe_extract(archive, tmp_path / "out")
     assert (out / "latest.jpg").read_bytes() == b"a" and (out / "copy.jpg").read_bytes() == b"a"
 
 

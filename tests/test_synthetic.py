@@ -1,4 +1,5 @@
-"""data.synthetic: deterministic façades with known factors, the curation sets, files and CLI."""
+"""data.facades, data.scenes, data.synthetic: deterministic façades with known factors, the curation
+sets, files and CLI."""
 
 import itertools
 import subprocess
@@ -11,8 +12,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from data import synthetic
-from data.synthetic import FACTOR_NAMES, FACTOR_SIZES
+from data import facades, scenes, synthetic
+from data.facades import FACTOR_NAMES, FACTOR_SIZES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,29 +42,29 @@ def _chi2_critical(df: int, z: float = 3.09) -> float:
 
 
 def test_same_seed_gives_identical_images():
-    images_a, factors_a = synthetic.make_facades(6, size=32, seed=3)
-    images_b, factors_b = synthetic.make_facades(6, size=32, seed=3)
+    images_a, factors_a = facades.make_facades(6, size=32, seed=3)
+    images_b, factors_b = facades.make_facades(6, size=32, seed=3)
     assert images_a.dtype == np.uint8 and images_a.shape == (6, 32, 32, 3)
     assert factors_a.dtype == np.int64 and factors_a.shape == (6, len(FACTOR_NAMES))
     np.testing.assert_array_equal(images_a, images_b)
     np.testing.assert_array_equal(factors_a, factors_b)
     for task in ("pass1", "pass2"):
-        np.testing.assert_array_equal(synthetic.make_labelled(6, task, 32, seed=3)[0],
-                                      synthetic.make_labelled(6, task, 32, seed=3)[0])
+        np.testing.assert_array_equal(scenes.make_labelled(6, task, 32, seed=3)[0],
+                                      scenes.make_labelled(6, task, 32, seed=3)[0])
 
 
 def test_different_seeds_give_different_images():
-    images_a, factors_a = synthetic.make_facades(6, size=32, seed=0)
-    images_b, factors_b = synthetic.make_facades(6, size=32, seed=1)
+    images_a, factors_a = facades.make_facades(6, size=32, seed=0)
+    images_b, factors_b = facades.make_facades(6, size=32, seed=1)
     assert not np.array_equal(factors_a, factors_b)
     assert not np.array_equal(images_a, images_b)
-    assert not np.array_equal(synthetic.make_labelled(6, "pass2", 32, seed=0)[0],
-                              synthetic.make_labelled(6, "pass2", 32, seed=1)[0])
+    assert not np.array_equal(scenes.make_labelled(6, "pass2", 32, seed=0)[0],
+                              scenes.make_labelled(6, "pass2", 32, seed=1)[0])
 
 
 def test_make_facades_renders_the_factors_it_returns():
-    images, factors = synthetic.make_facades(4, size=32, seed=7)
-    np.testing.assert_array_equal(images, synthetic.render_facades(factors, size=32))
+    images, factors = facades.make_facades(4, size=32, seed=7)
+    np.testing.assert_array_equal(images, facades.render_facades(factors, size=32))
 
 
 # --------------------------------------------------------------------------- factors
@@ -72,12 +73,12 @@ def test_make_facades_renders_the_factors_it_returns():
 def test_factor_levels_are_independent_and_uniform():
     assert len(FACTOR_NAMES) == len(FACTOR_SIZES) == len(set(FACTOR_NAMES))
     assert sum(n >= 3 for n in FACTOR_SIZES) >= 6
-    assert synthetic.num_combinations() == int(np.prod(FACTOR_SIZES))
-    grid = synthetic.all_factors()  # the full product is enumerable
-    assert grid.shape == (synthetic.num_combinations(), len(FACTOR_SIZES))
+    assert facades.num_combinations() == int(np.prod(FACTOR_SIZES))
+    grid = facades.all_factors()  # the full product is enumerable
+    assert grid.shape == (facades.num_combinations(), len(FACTOR_SIZES))
     assert len(np.unique(grid, axis=0)) == len(grid)
 
-    factors = synthetic.sample_factors(2000, np.random.default_rng(0))
+    factors = facades.sample_factors(2000, np.random.default_rng(0))
     assert factors.dtype == np.int64 and factors.shape == (2000, len(FACTOR_SIZES))
     assert (factors >= 0).all() and (factors < np.array(FACTOR_SIZES)).all()
     for i, n in enumerate(FACTOR_SIZES):  # each marginal uniform
@@ -97,54 +98,54 @@ def test_each_factor_visibly_changes_the_image():
     # window_columns 3 -> 4 on a narrow one-storey block: 0.85 % of pixels, MAD 0.45.
     rng = np.random.default_rng(0)
     size = 64
-    for base in synthetic.sample_factors(40, rng):
-        image = synthetic.render_facade(base, size).astype(int)
+    for base in facades.sample_factors(40, rng):
+        image = facades.render_facade(base, size).astype(int)
         for k, n in enumerate(FACTOR_SIZES):
             for level in range(n):
                 if level == base[k]:
                     continue
                 changed = base.copy()
                 changed[k] = level
-                diff = np.abs(synthetic.render_facade(changed, size).astype(int) - image)
+                diff = np.abs(facades.render_facade(changed, size).astype(int) - image)
                 moved = (diff.max(-1) > 24).mean()
                 assert moved >= 0.005 and diff.mean() >= 0.3, (FACTOR_NAMES[k], base.tolist(), level, moved)
 
 
 def test_render_is_a_pure_function_of_factors_and_size():
     factors = [2, 3, 1, 2, 0, 2, 2, 1]
-    first = synthetic.render_facade(factors, 48)
-    synthetic.render_facade([0, 0, 0, 0, 0, 0, 0, 0], 48)  # unrelated work in between
-    np.testing.assert_array_equal(first, synthetic.render_facade(np.array(factors), 48))
-    np.testing.assert_array_equal(first, synthetic.render_facade(dict(zip(FACTOR_NAMES, factors)), 48))
-    shifted = synthetic.render_facade(factors, 48, nuisance=5)  # opt-in variation only
+    first = facades.render_facade(factors, 48)
+    facades.render_facade([0, 0, 0, 0, 0, 0, 0, 0], 48)  # unrelated work in between
+    np.testing.assert_array_equal(first, facades.render_facade(np.array(factors), 48))
+    np.testing.assert_array_equal(first, facades.render_facade(dict(zip(FACTOR_NAMES, factors)), 48))
+    shifted = facades.render_facade(factors, 48, nuisance=5)  # opt-in variation only
     assert not np.array_equal(first, shifted)
-    np.testing.assert_array_equal(shifted, synthetic.render_facade(factors, 48, nuisance=5))
+    np.testing.assert_array_equal(shifted, facades.render_facade(factors, 48, nuisance=5))
 
 
 def test_render_rejects_levels_out_of_range():
     with pytest.raises(ValueError, match="roof"):
-        synthetic.render_facade([0, 9, 0, 0, 0, 0, 0, 0], 32)
+        facades.render_facade([0, 9, 0, 0, 0, 0, 0, 0], 32)
     with pytest.raises(ValueError, match="expected 8"):
-        synthetic.render_facade([0, 0, 0], 32)
+        facades.render_facade([0, 0, 0], 32)
 
 
 @pytest.mark.parametrize("size", [32, 64, 128, 256, 512])
 def test_any_size_renders(size):
     factors = [1, 2, 2, 3, 2, 0, 2, 2]
-    image = synthetic.render_facade(factors, size)
+    image = facades.render_facade(factors, size)
     assert image.shape == (size, size, 3) and image.dtype == np.uint8
     assert image.std() > 20  # a picture, not a flat fill
     # The same scene at every size: shrunk to 32 px it matches the 32-px render.
     small = np.asarray(Image.fromarray(image).resize((32, 32), Image.BOX), dtype=int)
-    assert np.abs(small - synthetic.render_facade(factors, 32).astype(int)).mean() < 12
-    assert synthetic.render_landscape(np.random.default_rng(0), size).shape == (size, size, 3)
+    assert np.abs(small - facades.render_facade(factors, 32).astype(int)).mean() < 12
+    assert scenes.render_landscape(np.random.default_rng(0), size).shape == (size, size, 3)
 
 
 def test_render_speed():
-    factors = synthetic.sample_factors(150, np.random.default_rng(0))
-    synthetic.render_facades(factors[:5], 128)  # warm the background cache
+    factors = facades.sample_factors(150, np.random.default_rng(0))
+    facades.render_facades(factors[:5], 128)  # warm the background cache
     start = time.perf_counter()
-    synthetic.render_facades(factors, 128)
+    facades.render_facades(factors, 128)
     rate = len(factors) / (time.perf_counter() - start)
     assert rate >= 200, f"{rate:.0f} images/s at 128 px"
 
@@ -159,7 +160,7 @@ def test_importing_does_not_pull_in_tensorflow():
 
 
 def test_pass1_labels_match_what_was_drawn():
-    images, labels = synthetic.make_labelled(40, "pass1", size=48, seed=2)
+    images, labels = scenes.make_labelled(40, "pass1", size=48, seed=2)
     assert images.shape == (40, 48, 48, 3) and labels.dtype == np.int64
     assert (labels == 1).sum() == (labels == 0).sum() == 20
     assert 0 < labels[:20].sum() < 20  # shuffled, not sorted by class
@@ -171,7 +172,7 @@ def test_pass2_labels_match_what_was_drawn(tmp_path):
     synthetic.write_labelled(tmp_path, "pass2", 32, size=48, seed=4)
     table = pd.read_csv(tmp_path / "pass2" / "labels.csv")
     assert len(table) == 32 and table.label.sum() == 16
-    assert set(table.kind[table.label == 0]) <= set(synthetic.UNSUITABLE_KINDS)
+    assert set(table.kind[table.label == 0]) <= set(scenes.UNSUITABLE_KINDS)
     assert set(table.kind[table.label == 1]) == {"facade"}
     images = {row.file: np.asarray(Image.open(tmp_path / "pass2" / row.file)) for row in table.itertuples()}
     clean = [images[f] for f in table.file[table.label == 1]]
@@ -189,32 +190,32 @@ def test_pass2_labels_match_what_was_drawn(tmp_path):
             assert _high_frequency(image) < 0.75 * clean_edges
 
 
-@pytest.mark.parametrize("kind", synthetic.UNSUITABLE_KINDS)
+@pytest.mark.parametrize("kind", scenes.UNSUITABLE_KINDS)
 def test_unsuitable_kinds_spoil_the_photo_as_named(kind):
     rng = np.random.default_rng(1)
-    images, factors = synthetic.make_facades(8, size=64, seed=9)
+    images, factors = facades.make_facades(8, size=64, seed=9)
     for image, f in zip(images, factors):
         for known in (f, None):  # the building located from its factors, or assumed largest
-            spoilt, used = synthetic.make_unsuitable(image, rng, kind, factors=known)
+            spoilt, used = scenes.make_unsuitable(image, rng, kind, factors=known)
             assert used == kind and spoilt.shape == image.shape and spoilt.dtype == np.uint8
             if kind == "dark":
                 assert spoilt.mean() < 30
             elif kind in ("blur", "corner"):  # blurred, or magnified about 3x
                 assert _high_frequency(spoilt) < {"blur": 0.25, "corner": 0.5}[kind] * _high_frequency(image)
             else:  # occluded: a vehicle hides at least 40 % of the block
-                x0, y0, x1, y1 = synthetic.building_box(f, 64)
+                x0, y0, x1, y1 = facades.building_box(f, 64)
                 diff = np.abs(spoilt.astype(int) - image.astype(int)).max(-1)[y0:y1, x0:x1]
                 assert (diff > 12).mean() >= 0.4
 
 
 def test_make_unsuitable_picks_a_kind_and_rejects_unknown_ones():
-    image = synthetic.render_facade([0] * len(FACTOR_SIZES), 32)
+    image = facades.render_facade([0] * len(FACTOR_SIZES), 32)
     rng = np.random.default_rng(0)
-    assert {synthetic.make_unsuitable(image, rng)[1] for _ in range(40)} == set(synthetic.UNSUITABLE_KINDS)
+    assert {scenes.make_unsuitable(image, rng)[1] for _ in range(40)} == set(scenes.UNSUITABLE_KINDS)
     with pytest.raises(ValueError, match="unknown unsuitable kind"):
-        synthetic.make_unsuitable(image, rng, "foggy")
+        scenes.make_unsuitable(image, rng, "foggy")
     with pytest.raises(ValueError, match="unknown task"):
-        synthetic.make_labelled(4, "pass3", 32)
+        scenes.make_labelled(4, "pass3", 32)
 
 
 # --------------------------------------------------------------------------- files and CLI
@@ -226,11 +227,11 @@ def test_write_facades_writes_images_and_factors_csv(tmp_path):
     table = pd.read_csv(csv_path)
     assert list(table.columns) == ["file", *FACTOR_NAMES]
     assert list(table.file) == [f"facade_{i:06d}.png" for i in range(5)]
-    np.testing.assert_array_equal(table[list(FACTOR_NAMES)].to_numpy(), synthetic.make_facades(5, 32, seed=6)[1])
+    np.testing.assert_array_equal(table[list(FACTOR_NAMES)].to_numpy(), facades.make_facades(5, 32, seed=6)[1])
     for row in table.itertuples(index=False):
         on_disk = np.asarray(Image.open(tmp_path / "out" / row.file).convert("RGB"))
-        np.testing.assert_array_equal(on_disk, synthetic.render_facade(list(row[1:]), 32))
-    assert not list((tmp_path / "out").glob("*.tmp"))
+        np.testing.assert_array_equal(on_disk, facades.render_facade(list(row[1:]), 32))
+    assert not list((tmp_path / "out").glob("*tmp*"))
 
     synthetic.write_facades(tmp_path / "jpg", 2, size=32, fmt="jpg")
     assert sorted(p.name for p in (tmp_path / "jpg").iterdir()) == [

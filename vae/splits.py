@@ -14,7 +14,7 @@ class DataUnavailable(RuntimeError):
 
 def resolve_splits(config: VAEConfig) -> datasets.Splits:
     """The dataset's three splits; a failed download says how to run offline."""
-    from data import download
+    from data.fetch import DownloadError
 
     try:
         return datasets.resolve(
@@ -23,5 +23,5 @@ def resolve_splits(config: VAEConfig) -> datasets.Splits:
             validation=config.validation_fraction, test=config.test_fraction,
             progress=sys.stderr.isatty(),
         )
-    except download.DownloadError as err:
+    except DownloadError as err:
         raise DataUnavailable(f"--data {config.data}: {err}; to run offline use --data synthetic") from None
