@@ -152,7 +152,8 @@ def main(argv=None) -> int:
     from common.config import ConfigError
     from data.pipeline import DataError
     from vae.losses import WeightsUnavailable
-    from vae.train import DataUnavailable, TrainingError
+    from vae.splits import DataUnavailable
+    from vae.train import TrainingError
 
     try:
         args.func(args)

@@ -157,7 +157,7 @@ def test_killed_training_resumes_from_last_checkpoint(tmp_path):
     resumed_at = int(result.stderr.split("resumed at step ")[1].split()[0])
     assert resumed_at >= killed_at * 4  # whole rounds of validate_every=4 steps
     # The step counter continued: 40 rounds of 4 steps in all, not 40 more after the kill.
-    config, vae = __import__("vae.train", fromlist=["load_trained"]).load_trained(run_dir)
+    config, vae = __import__("vae.rundir", fromlist=["load_trained"]).load_trained(run_dir)
     assert int(vae.optimizer.iterations.numpy()) == 160
     rounds = [int(line.split(",")[0]) for line in (run_dir / "history.csv").read_text().splitlines()[1:]]
     assert rounds == sorted(set(rounds)) and rounds[-1] == 39

@@ -104,13 +104,13 @@ def test_dci_importance_gives_each_factor_equal_weight():
 
 def test_dci_informativeness_is_high_for_true_factors_and_low_for_noise():
     rng = np.random.default_rng
-    good = metrics.dci(TOY, _noisy_identity, rng(0), num_train=2000, num_test=1000)
+    good = metrics.dci(TOY, _noisy_identity, rng(0), num_train=2000, num_test=1000, method="ridge")
     stream = rng(5)  # fresh noise for every batch: the test codes are not the training codes
 
     def noise(x):
         return stream.standard_normal((len(x), 4))
 
-    pure_noise = metrics.dci(TOY, noise, rng(0), num_train=2000, num_test=1000)
+    pure_noise = metrics.dci(TOY, noise, rng(0), num_train=2000, num_test=1000, method="ridge")
     assert good["dci_informativeness_test"] > 0.99
     assert good["dci_completeness"] > 0.9
     # Ridge on 4 noise codes fits a little of the training set and none of the test set.

@@ -15,7 +15,8 @@ from data.pipeline import DataError
 from transfer_learning import classify
 from transfer_learning import train as train_cli
 from transfer_learning.augment import RandomBrightnessScale, augmentation
-from transfer_learning.config import ConfigError, TrainConfig
+from common.config import ConfigError
+from transfer_learning.config import TrainConfig
 from transfer_learning.manifest import read_manifest
 from transfer_learning.loading import load_member
 

@@ -6,7 +6,8 @@ import pytest
 import tensorflow as tf
 
 from vae import model as vae_model
-from vae.config import PRESETS, ConfigError, VAEConfig
+from common.config import ConfigError
+from vae.config import PRESETS, VAEConfig
 
 
 def tiny(**changes) -> VAEConfig:
@@ -93,7 +94,7 @@ def test_train_step_reports_terms_that_add_up():
     logs = vae.test_on_batch(images, return_dict=True)
     total = logs["reconstruction"] + config.beta * logs["kl"] + config.gamma * logs["perceptual"]
     assert logs["loss"] == pytest.approx(total, rel=1e-5)
-    assert set(logs) == {"loss", "reconstruction", "kl", "perceptual", "active_dims"}
+    assert set(logs) == {"loss", "reconstruction", "kl", "total_correlation", "perceptual", "active_dims"}
 
 
 def test_gradient_reaches_every_trainable_weight():
@@ -130,7 +131,8 @@ def test_kl_warmup_and_capacity_schedules():
 
 def test_capacity_schedule_reaches_the_compiled_step():
     """C comes from the optimizer's step inside the graph, not a frozen Python attribute."""
-    config = tiny(capacity_max=1000.0, capacity_steps=1, capacity_weight=1.0, beta=0.0, gamma=0.0)
+    config = tiny(objective="annealed_vae", capacity_max=1000.0, capacity_steps=1, capacity_weight=1.0,
+                  beta=0.0, gamma=0.0)
     vae = vae_model.build_vae(config)
     images = np.random.rand(4, 32, 32, 3).astype(np.float32)
     first = vae.test_on_batch(images, return_dict=True)  # step 0: C = 0 -> |KL - 0|

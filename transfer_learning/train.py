@@ -171,8 +171,8 @@ class BestMember(keras.callbacks.Callback):
             return
         save_member(self.model, self.path)
         metrics = {k: float(v) for k, v in logs.items() if k.startswith("val_")}
-        write_json({**self.info, **metrics, "stage": self.stage, "epoch": int(epoch) + 1},
-                     self.path.with_suffix(".json"))
+        write_json(self.path.with_suffix(".json"),
+                   {**self.info, **metrics, "stage": self.stage, "epoch": int(epoch) + 1})
         log.info("%s: validation accuracy %.4f (stage %d, epoch %d) -> %s",
                  self.path.stem, accuracy, self.stage, epoch + 1, self.path.name)
 
@@ -294,10 +294,10 @@ def train_member(index: int, config: TrainConfig, run_dir: Path, data, strategy,
         progress["best"] = best.best
         if chief:
             atomic_write(weights_path, model.save_weights)
-            write_json(progress, progress_path)
+            write_json(progress_path, progress)
     progress["complete"] = True
     if chief:
-        write_json(progress, progress_path)
+        write_json(progress_path, progress)
     keras.backend.clear_session()
     return json.loads(member_json.read_text()) if member_json.exists() else {}
 

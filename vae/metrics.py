@@ -211,18 +211,20 @@ def dci_completeness_from_importance(importance: np.ndarray) -> float:
 
 
 def gbt_importance(codes: np.ndarray, factors: np.ndarray, test_codes: np.ndarray,
-                   test_factors: np.ndarray) -> tuple[np.ndarray, float, float]:
+                   test_factors: np.ndarray, seed: int = 0) -> tuple[np.ndarray, float, float]:
     """(importance (D, F), train accuracy, test accuracy) as disentanglement_lib's _compute_importance_gbt.
 
     One scikit-learn GradientBoostingClassifier (default settings) per factor; the
-    importance of each code is its |feature importance|; accuracies are averaged over factors.
+    importance of each code is its |feature importance|; accuracies are averaged over
+    factors. The library leaves the trees' random_state unset; it is `seed` here, so
+    that the same codes give the same scores.
     """
     from sklearn.ensemble import GradientBoostingClassifier
 
     importance = np.zeros((codes.shape[1], factors.shape[1]))
     train_acc, test_acc = [], []
     for k in range(factors.shape[1]):
-        model = GradientBoostingClassifier()
+        model = GradientBoostingClassifier(random_state=seed)
         model.fit(codes, factors[:, k])
         importance[:, k] = np.abs(model.feature_importances_)
         train_acc.append(np.mean(model.predict(codes) == factors[:, k]))
@@ -257,7 +259,8 @@ def dci(ground_truth: GroundTruth, represent: Representation, rng: np.random.Gen
     codes, factors = generate_batch(ground_truth, represent, num_train, rng, batch_size)
     test_codes, test_factors = generate_batch(ground_truth, represent, num_test, rng, batch_size)
     if method == "gbt":
-        importance, train_score, test_score = gbt_importance(codes, factors, test_codes, test_factors)
+        seed = int(rng.integers(2**31))
+        importance, train_score, test_score = gbt_importance(codes, factors, test_codes, test_factors, seed)
     else:
         weights = ridge_fit(codes, factors)
         importance = importance_matrix(weights)
