@@ -149,22 +149,15 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
+    from common.cli import exit_code
     from common.config import ConfigError
     from data.pipeline import DataError
     from vae.losses import WeightsUnavailable
     from vae.splits import DataUnavailable
     from vae.train import TrainingError
 
-    try:
-        args.func(args)
-    except (ConfigError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except (DataUnavailable, TrainingError, WeightsUnavailable) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
-
+    return exit_code(lambda: args.func(args), usage=(ConfigError, DataError),
+                     failure=(DataUnavailable, TrainingError, WeightsUnavailable))
 
 if __name__ == "__main__":
     sys.exit(main())

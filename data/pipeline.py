@@ -26,6 +26,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from common.cli import exit_code
 from common.files import first_line, write_text
 
 log = logging.getLogger(__name__)
@@ -495,15 +496,9 @@ def main(argv: Iterable[str] | None = None) -> int:
         parser.error(f"--size must be at least 8, got {args.size}")
     if args.images_per_shard < 1:
         parser.error("--images-per-shard must be at least 1")
-    try:
-        write_tfrecords(
-            args.source, args.out, args.size, images_per_shard=args.images_per_shard,
-            crop=args.crop, image_format=args.format,
-        )
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code(lambda: write_tfrecords(
+        args.source, args.out, args.size, images_per_shard=args.images_per_shard,
+        crop=args.crop, image_format=args.format), usage=(DataError,))
 
 
 if __name__ == "__main__":

@@ -65,3 +65,73 @@ def test_unknown_perceptual_layer_names_the_flag():
 def test_missing_vgg_weights_file_names_the_flag(tmp_path):
     with pytest.raises(FileNotFoundError, match="--vgg-weights"):
         losses.build_feature_extractor(32, weights=str(tmp_path / "nope.h5"))
+
+
+# --------------------------------------------------------------------------- likelihoods and regularisers
+
+def test_bernoulli_loss_is_the_per_image_cross_entropy_of_the_logits(rng):
+    x = rng.random((3, 4, 4, 3)).astype(np.float32)
+    logits = (rng.normal(size=(3, 4, 4, 3)) * 3).astype(np.float32)
+    p = 1 / (1 + np.exp(-logits.astype(np.float64)))
+    expected = -(x * np.log(p) + (1 - x) * np.log(1 - p)).reshape(3, -1).sum(1)
+    np.testing.assert_allclose(np.asarray(losses.bernoulli_loss(x, logits)), expected, rtol=1e-5)
+    # Stable where a sigmoid output would round to exactly 0 or 1.
+    big = np.asarray(losses.bernoulli_loss(np.zeros((1, 1, 1, 1)), np.full((1, 1, 1, 1), 200.0)))
+    assert big == pytest.approx([200.0])
+
+
+def _tc_numpy(z, mean, log_var):
+    """Per-sample TC by the batch-as-data estimator, in float64, loops and all."""
+    b, d = z.shape
+    m = len(mean)
+    out = []
+    for i in range(b):
+        log_q = -0.5 * ((z[i] - mean) ** 2 / np.exp(log_var) + log_var + np.log(2 * np.pi))  # (M, D)
+        joint = np.log(np.sum(np.exp(log_q.sum(1)))) - np.log(m)
+        marginals = sum(np.log(np.sum(np.exp(log_q[:, l]))) - np.log(m) for l in range(d))
+        out.append(joint - marginals)
+    return np.array(out)
+
+
+def test_total_correlation_matches_a_numpy_reference(rng):
+    mean = rng.normal(size=(16, 3)).astype(np.float32)
+    log_var = (rng.normal(size=(16, 3)) * 0.3 - 1).astype(np.float32)
+    z = (mean + np.exp(0.5 * log_var) * rng.normal(size=(16, 3))).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(losses.total_correlation(z, mean, log_var)),
+                               _tc_numpy(z.astype(np.float64), mean.astype(np.float64),
+                                         log_var.astype(np.float64)), rtol=1e-4, atol=1e-4)
+
+
+def test_total_correlation_is_near_zero_for_independent_codes_and_grows_with_correlation(rng):
+    n, d = 2000, 3
+    log_var = np.full((n, d), np.log(0.3), np.float32)
+
+    def tc(correlation):
+        shared = rng.normal(size=(n, 1))
+        mean = (np.sqrt(correlation) * shared + np.sqrt(1 - correlation) * rng.normal(size=(n, d)))
+        mean = mean.astype(np.float32)
+        z = (mean + np.sqrt(0.3) * rng.normal(size=(n, d))).astype(np.float32)
+        return float(np.mean(np.asarray(losses.total_correlation(z, mean, log_var))))
+
+    values = [tc(c) for c in (0.0, 0.5, 0.9)]
+    assert abs(values[0]) < 0.05
+    assert values[0] < values[1] < values[2] and values[2] > 0.5
+
+
+def test_dip_penalty_is_zero_for_identity_covariance_and_matches_numpy(rng):
+    # Rows whose covariance (1/M) is exactly the identity: ±e_i scaled by sqrt(d).
+    d = 4
+    mean = np.concatenate([np.eye(d), -np.eye(d)]) * np.sqrt(d)
+    zeros = np.full_like(mean, -30.0)  # σ² ≈ 0: DIP-II's extra term vanishes too
+    for dip_type in ("i", "ii"):
+        assert float(losses.dip_regulariser(mean, zeros, 10.0, 100.0, dip_type)) == pytest.approx(0.0, abs=1e-4)
+    mean = rng.normal(size=(32, 3)).astype(np.float32) * [1.0, 2.0, 0.5]
+    log_var = rng.normal(size=(32, 3)).astype(np.float32) * 0.2
+    for dip_type in ("i", "ii"):
+        cov = np.cov(mean.astype(np.float64), rowvar=False, bias=True)
+        if dip_type == "ii":
+            cov += np.diag(np.exp(log_var.astype(np.float64)).mean(0))
+        off = cov - np.diag(np.diag(cov))
+        expected = 5.0 * np.sum(off ** 2) + 50.0 * np.sum((np.diag(cov) - 1) ** 2)
+        got = float(losses.dip_regulariser(mean, log_var, 5.0, 50.0, dip_type))
+        assert got == pytest.approx(expected, rel=1e-4)

@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from common import distribute
+from common.cli import exit_code
 from common.config import ConfigError
 from common.files import atomic_write, write_json
 from data import pipeline
@@ -345,16 +346,9 @@ def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        config = cfg.from_args(TrainConfig, args)
-        train(config, args.run_dir, verbose=0 if args.quiet else None)
-    except (ConfigError, DataError, MemberError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except TrainingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    return 0
+    return exit_code(lambda: train(cfg.from_args(TrainConfig, args), args.run_dir,
+                                   verbose=0 if args.quiet else None),
+                     usage=(ConfigError, DataError, MemberError), failure=(TrainingError,))
 
 
 if __name__ == "__main__":

@@ -359,6 +359,7 @@ def main(argv=None) -> int:
     if args.list:
         print("\n".join(spec.run_id(seed) for spec, seed in order))
         return 0
+    from common.cli import exit_code
     from common.config import ConfigError
 
     if args.threads:
@@ -366,13 +367,7 @@ def main(argv=None) -> int:
 
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    try:
-        for spec, seed in order:
-            run_one(spec, seed, args)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return exit_code(lambda: [run_one(spec, seed, args) for spec, seed in order], usage=(ConfigError,))
 
 
 if __name__ == "__main__":
