@@ -117,6 +117,16 @@ def worker_index() -> int:
     return int(json.loads(raw).get("task", {}).get("index", 0))
 
 
+def task_name() -> str:
+    """This task's unique name in the cluster, e.g. "worker-1" or "chief-0" ("worker-0" alone).
+
+    Index alone is not unique: with an explicit chief, chief 0 and worker 0 both exist.
+    """
+    raw = os.environ.get("TF_CONFIG")
+    task = json.loads(raw).get("task", {}) if raw else {}
+    return f"{task.get('type', 'worker')}-{int(task.get('index', 0))}"
+
+
 def is_chief() -> bool:
     """The worker that writes shared outputs (TensorBoard, exports, monitor images)."""
     raw = os.environ.get("TF_CONFIG")

@@ -211,3 +211,55 @@ def test_non_finite_loss_stops_with_a_clear_message_and_keeps_good_weights(tmp_p
     model.load_weights(backup / "latest.weights.h5")
     assert int(model.optimizer.iterations.numpy()) == 4
     assert all(np.isfinite(w).all() for w in model.get_weights())
+
+
+def test_a_config_file_changes_only_the_settings_it_names(tmp_path):
+    import argparse
+
+    from vae.config import add_config_arguments, config_from_args
+
+    (tmp_path / "my.json").write_text('{"beta": 4}')
+    parser = argparse.ArgumentParser()
+    add_config_arguments(parser)
+    config = config_from_args(parser.parse_args(["--preset", "small", "--config", str(tmp_path / "my.json")]))
+    assert config.beta == 4.0
+    assert (config.image_size, config.latent_dim, config.data) == (64, 32, "synthetic")  # the preset's
+
+
+def test_a_resume_takes_its_settings_from_the_run_directory(finished_run):
+    # No flags but the run directory: the saved config.json is the run's settings.
+    assert cli.main(["train", "--run-dir", str(finished_run), "--quiet"]) == 0
+
+
+def test_each_cluster_task_backs_up_into_its_own_folder(monkeypatch):
+    from common import distribute
+
+    names = set()
+    for task in ({"type": "chief", "index": 0}, {"type": "worker", "index": 0}, {"type": "worker", "index": 1}):
+        monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["a:1"], "worker": ["b:1", "c:1"]},
+                                                    "task": task}))
+        names.add(distribute.task_name())
+    assert names == {"chief-0", "worker-0", "worker-1"}
+    monkeypatch.delenv("TF_CONFIG")
+    assert distribute.task_name() == "worker-0"
+
+
+@pytest.mark.slow
+def test_the_same_seed_gives_bit_identical_weights(tmp_path):
+    runs = []
+    for name in ("a", "b"):  # separate processes: op determinism is process-wide
+        argv = [sys.executable, str(ROOT / "main.py"), "train", *TINY, "--deterministic",
+                "--run-dir", str(tmp_path / name), "--data-root", str(tmp_path / "datasets")]
+        subprocess.run(argv, check=True, capture_output=True, timeout=300)
+        runs.append(tmp_path / name / "vae.weights.h5")
+    import h5py
+
+    def arrays(path):
+        out = []
+        with h5py.File(path, "r") as f:
+            f.visititems(lambda key, item: out.append((key, item[()])) if isinstance(item, h5py.Dataset) else None)
+        return out
+
+    first, second = arrays(runs[0]), arrays(runs[1])
+    assert len(first) > 20 and [k for k, _ in first] == [k for k, _ in second]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(first, second))

@@ -63,7 +63,8 @@ class VAEConfig(Settings):
     decay_steps: int = 2500  # exponential decay period
     decay_rate: float = 0.96  # multiplied in every decay period (staircase)
     clipnorm: float = 0.0  # global gradient-norm clip (0: off)
-    seed: int = 0  # initialisation, data order and sampling noise
+    seed: int = 0  # initial weights, data order, sampling noise and the synthetic renders
+    deterministic: bool = False  # TensorFlow op determinism: the same seed gives bit-identical runs (slower)
     # hardware
     strategy: str = "auto"  # auto | default | one_device | mirrored | multi_worker
     precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16

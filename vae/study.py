@@ -181,7 +181,6 @@ def _train_and_measure(spec: Spec, seed: int, args) -> dict:
     run_id = spec.run_id(seed)
     done = results / f"{run_id}.json"
     config = study_config(spec, seed, args.steps, args.data_root, args.round)
-    keras.utils.set_random_seed(seed)
     start = time.perf_counter()
     vae = train.train(config, Path(args.runs) / run_id, verbose=0 if args.quiet else 2)
     train_s = time.perf_counter() - start

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from data import datasets, pipeline
 from common import distribute
@@ -62,9 +63,10 @@ def prepare_run_dir(config: VAEConfig, run_dir) -> Path:
 
 
 # Settings that may differ when a run is resumed (they do not change the model or data).
+# learning_rate and clipnorm: the remedies the non-finite-loss error suggests for a resume.
 RESUMABLE_CHANGES = {"epochs", "max_steps", "monitor_every", "log_every", "checkpoint_every",
                      "demo_count", "temperature", "validation_steps", "strategy", "jit_compile",
-                     "monitor_dir", "data_root"}
+                     "monitor_dir", "data_root", "learning_rate", "clipnorm"}
 
 
 def monitor_images(config: VAEConfig, splits: datasets.Splits) -> np.ndarray:
@@ -108,6 +110,11 @@ def train(config: VAEConfig, run_dir, *, verbose: int | None = None) -> VAE:
                                   shuffle=False, **load)
     train_ds, val_ds = distribute.shard_by_data(strategy, train_ds, val_ds)
 
+    # Initial weights, data order and noise follow --seed; --deterministic also fixes
+    # the order of floating-point reductions (CPU: bit-identical runs; slower).
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     with strategy.scope():
         vae = build_vae(config)
 
@@ -116,7 +123,7 @@ def train(config: VAEConfig, run_dir, *, verbose: int | None = None) -> VAE:
     callbacks: list[keras.callbacks.Callback] = [
         guard,  # first: it must see a bad loss before anything saves the weights
         monitor.SafeBackupAndRestore(
-            run_dir / "backup" / f"worker-{distribute.worker_index()}", guard,
+            run_dir / "backup" / distribute.task_name(), guard,
             save_freq="epoch", double_checkpoint=True, delete_checkpoint=False),
     ]
     if chief:
