@@ -223,7 +223,7 @@ def test_a_config_file_changes_only_the_settings_it_names(tmp_path):
     add_config_arguments(parser)
     config = config_from_args(parser.parse_args(["--preset", "small", "--config", str(tmp_path / "my.json")]))
     assert config.beta == 4.0
-    assert (config.image_size, config.latent_dim, config.data) == (64, 32, "synthetic")  # the preset's
+    assert (config.image_size, config.latent_dim, config.data) == (64, 16, "synthetic_grid")  # the preset's
 
 
 def test_a_resume_takes_its_settings_from_the_run_directory(finished_run):
