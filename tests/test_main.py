@@ -263,3 +263,29 @@ def test_the_same_seed_gives_bit_identical_weights(tmp_path):
     first, second = arrays(runs[0]), arrays(runs[1])
     assert len(first) > 20 and [k for k, _ in first] == [k for k, _ in second]
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(first, second))
+
+
+def test_train_scalars_are_means_of_the_steps_since_the_previous_point():
+    from vae.monitor import ScalarLogger
+
+    class Model:  # what the logger reads of the model
+        class optimizer:
+            learning_rate = 0.5
+            iterations = tf.Variable(0, dtype=tf.int64)
+
+    logger = ScalarLogger("/unused", every=2)
+    logger.set_model(Model())
+    written = []
+    logger.writer = lambda name: tf.summary.create_noop_writer()
+    tf_scalar = tf.summary.scalar
+    try:
+        tf.summary.scalar = lambda tag, value, **kw: written.append((tag, round(float(value), 6)))
+        logger.on_epoch_begin(0)
+        losses = [10.0, 20.0, 30.0, 50.0]
+        for batch, loss in enumerate(losses):
+            Model.optimizer.iterations.assign(batch + 1)
+            running = float(np.mean(losses[:batch + 1]))  # what Keras passes: the round's running mean
+            logger.on_train_batch_end(batch, {"loss": running})
+    finally:
+        tf.summary.scalar = tf_scalar
+    assert [v for tag, v in written if tag == "loss/loss"] == [15.0, 40.0]  # not the running 27.5

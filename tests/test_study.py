@@ -60,7 +60,8 @@ def test_report_writes_table_plot_and_readme_section(finished, tmp_path):
     base, _, _ = finished
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{study.README_BEGIN}\nold\n{study.README_END}\noutro\n")
-    assert study.main(["report", "--results", str(base / "results"), "--readme", str(readme)]) == 0
+    assert study.main(["report", "--results", str(base / "results"), "--readme", str(readme),
+                       "--logdir", str(tmp_path / "hparams")]) == 0
     text = readme.read_text()
     assert "old" not in text and "| beta\\_tc\\_vae-beta=6 | 0 | 8 |" in text and text.endswith("outro\n")
     assert (base / "results" / "study.png").exists()
@@ -71,3 +72,23 @@ def test_grid_metrics_of_the_true_factors_are_perfect():
     scores = metrics.grid_metrics(factors, facades.FACTOR_SIZES, 0, num_samples=2000, num_votes=200,
                                   dci_method="ridge")
     assert scores["mig"] > 0.99 and scores["factor_vae_score"] == 1.0
+
+
+def test_report_puts_every_run_in_the_hparams_dashboard(finished, tmp_path):
+    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    base, _, spec = finished
+    study.report(base / "results", None, tmp_path / "hparams")
+    run = EventAccumulator(str(tmp_path / "hparams" / spec.run_id(0)), size_guidance={"tensors": 0})
+    run.Reload()
+    content = run.PluginTagToContent("hparams")
+    info = plugin_data_pb2.HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    assert info.session_start_info.hparams["objective"].string_value == "beta_tc_vae"
+    assert info.session_start_info.hparams["beta"].number_value == 6.0
+    result = json.loads((base / "results" / f"{spec.run_id(0)}.json").read_text())
+    mig = run.Tensors("study/mig")[0]
+    import tensorflow as tf
+
+    value = float(tf.make_ndarray(mig.tensor_proto))
+    assert mig.step == 8 and value == pytest.approx(result["mig"], rel=1e-6)

@@ -77,13 +77,16 @@ class ScalarLogger(keras.callbacks.Callback):
     """Train scalars every `every` steps, validation scalars at each validation, and the LR.
 
     Writes `train/` and `validation/` TensorBoard runs with matching tags, so the
-    two curves of each loss term overlay in one chart.
+    two curves of each loss term overlay in one chart. Keras's batch logs are running
+    means since the start of the round; each train point here is the mean of the steps
+    since the previous point (the trackers weigh every step equally: fixed batch size).
     """
 
     def __init__(self, log_dir, every: int):
         super().__init__()
         self.log_dir, self.every = Path(log_dir), every
         self._writers: dict[str, tf.summary.SummaryWriter] = {}
+        self._previous: tuple[int, dict] = (0, {})  # (steps into the round, running means)
 
     def writer(self, name: str):
         if name not in self._writers:
@@ -96,14 +99,21 @@ class ScalarLogger(keras.callbacks.Callback):
         rate = optimizer.learning_rate
         return float(keras.ops.convert_to_numpy(rate))
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._previous = (0, {})
+
     def on_train_batch_end(self, batch, logs=None):
         step = global_step(self.model)
         if step % self.every:
             return
+        count, means = batch + 1, {k: float(v) for k, v in (logs or {}).items()}
+        previous_count, previous = self._previous
+        self._previous = (count, means)
         with self.writer("train").as_default(step=step):
-            for name, value in (logs or {}).items():
-                tf.summary.scalar(f"loss/{name}" if name != "active_dims" else "latent/active_dims",
-                                  float(value))
+            for name, mean in means.items():
+                # Σ over the window = Σ since the round began − Σ up to the last point.
+                window = (mean * count - previous.get(name, 0.0) * previous_count) / (count - previous_count)
+                tf.summary.scalar(f"loss/{name}" if name != "active_dims" else "latent/active_dims", window)
             tf.summary.scalar("optimizer/learning_rate", self._learning_rate())
 
     def on_epoch_end(self, epoch, logs=None):
@@ -129,9 +139,10 @@ class Monitor(keras.callbacks.Callback):
     so step 0 shows what an untrained model does.
     """
 
-    def __init__(self, log_dir, image_dir, images, latents, every: int):
+    def __init__(self, log_dir, image_dir, images, latents, every: int, labeller=None):
         super().__init__()
         self.log_dir, self.image_dir, self.every = Path(log_dir), Path(image_dir), every
+        self.labeller = labeller  # encoder → per-dimension (factor, information), when factors are known
         self.images = np.asarray(images, np.float32)  # (N, S, S, 3) in [0, 1]
         self.latents = np.asarray(latents, np.float32)  # (N, latent_dim)
         self._writer = None
@@ -159,7 +170,8 @@ class Monitor(keras.callbacks.Callback):
         def decode(z, training):
             return keras.ops.convert_to_numpy(keras.ops.cast(self.model.decoder(z, training=training), "float32"))
 
-        return visualize.ranked_traversal(self.model.encoder, decode, self.images, 0, dims, steps)[1]
+        labels = self.labeller(self.model.encoder) if self.labeller else None
+        return visualize.ranked_traversal(self.model.encoder, decode, self.images, 0, dims, steps, labels=labels)[1]
 
     def on_train_begin(self, logs=None):
         step = global_step(self.model)

@@ -287,14 +287,39 @@ def plot(rows: list[dict], path: Path) -> Path:
     return save_png(figure_to_array(fig), path)
 
 
-def report(results_folder, readme: Path | None) -> dict:
-    """Table, plot and JSON summary from the results folder; the README section rewritten."""
+HPARAM_METRICS = ("mig", "factor_vae_score", "dci_disentanglement", "test_psnr", "active_dims")
+
+
+def write_hparams(results: list[dict], logdir: Path) -> Path:
+    """One TensorBoard run per study run for the HParams dashboard: its hyperparameters and scores."""
+    import tensorflow as tf
+    from tensorboard.plugins.hparams import api as hp
+
+    names = sorted({k for r in results for k in r["settings"]})
+    with tf.summary.create_file_writer(str(logdir)).as_default():
+        hp.hparams_config(
+            hparams=[hp.HParam("objective"), hp.HParam("seed")] + [hp.HParam(n) for n in names],
+            metrics=[hp.Metric(f"study/{m}", display_name=m) for m in HPARAM_METRICS])
+    for r in results:
+        with tf.summary.create_file_writer(str(logdir / r["id"])).as_default():
+            hp.hparams({"objective": r["objective"], "seed": r["seed"],
+                        **{n: float(r["settings"].get(n, 0.0)) for n in names}}, trial_id=r["id"])
+            for m in HPARAM_METRICS:
+                tf.summary.scalar(f"study/{m}", float(r[m]), step=int(r["steps"]))
+    return logdir
+
+
+def report(results_folder, readme: Path | None, logdir: Path | None = None) -> dict:
+    """Table, plot and JSON summary from the results folder; the README section rewritten;
+    the runs in TensorBoard's HParams dashboard under `logdir`."""
     results = load_results(results_folder)
     if not results:
         raise FileNotFoundError(f"{results_folder}: no finished runs")
     rows = summarise(results)
     text = table(rows)
     plot(rows, Path(results_folder) / "study.png")
+    if logdir is not None:
+        write_hparams(results, Path(logdir))
     if readme is not None and readme.exists():
         content = readme.read_text()
         if README_BEGIN in content and README_END in content:
@@ -327,6 +352,8 @@ def parse_args(argv):
     rep = sub.add_parser("report", help="table, plot and README section from the results folder")
     rep.add_argument("--results", default=str(RESULTS))
     rep.add_argument("--readme", default="README.md", help="README whose study section is rewritten ('' : none)")
+    rep.add_argument("--logdir", default=str(RUNS / "hparams"),
+                     help="TensorBoard folder for the HParams dashboard ('': none)")
     return parser.parse_args(argv)
 
 
@@ -336,7 +363,8 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "report":
         try:
-            summary = report(args.results, Path(args.readme) if args.readme else None)
+            summary = report(args.results, Path(args.readme) if args.readme else None,
+                             Path(args.logdir) if args.logdir else None)
         except FileNotFoundError as err:
             print(f"error: --results: {err}", file=sys.stderr)
             return 2

@@ -30,7 +30,7 @@ from data import datasets, pipeline
 from common import distribute
 from common.config import ConfigError
 from common.files import atomic_write
-from vae import monitor
+from vae import monitor, visualize
 from vae.config import VAEConfig
 from vae.model import VAE, build_vae
 from vae.splits import resolve_splits
@@ -131,7 +131,8 @@ def train(config: VAEConfig, run_dir, *, verbose: int | None = None) -> VAE:
             monitor.StepCheckpoint(run_dir / "checkpoints", config.checkpoint_every, guard),
             monitor.ScalarLogger(run_dir / "logs", config.log_every),
             monitor.Monitor(run_dir / "logs", run_dir / "monitor", monitor_images(config, splits),
-                            monitor_latents(config), config.monitor_every),
+                            monitor_latents(config), config.monitor_every,
+                            labeller=lambda encoder: visualize.dimension_labels(encoder, config, count=1000)),
             keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         ]
     with distribute.quiet_end_of_data():
