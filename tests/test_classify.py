@@ -320,17 +320,27 @@ def test_killed_run_restarted_ends_like_an_uninterrupted_one(tmp_path, members, 
 
     monkeypatch.chdir(tmp_path / "killed")
     assert classify.main(argv) == 0
-    clean = read_manifest(tmp_path / "clean" / "out" / "manifest.csv").set_index("path").sort_index()
-    killed = read_manifest(manifest).set_index("path").sort_index()
+    def by_path(path, run):  # keys are canonical absolute paths: compare them within each run's folder
+        frame = read_manifest(path)
+        frame["path"] = frame["path"].str.replace(str(tmp_path / run) + os.sep, "", regex=False)
+        return frame.set_index("path").sort_index()
+
+    clean = by_path(tmp_path / "clean" / "out" / "manifest.csv", "clean")
+    killed = by_path(manifest, "killed")
     assert len(killed) == inputs and killed.index.is_unique  # nothing lost, nothing twice
     assert killed.index.equals(clean.index)
-    for column in ("status", "output", "reason"):
+    for column in ("status", "reason"):
         assert killed[column].equals(clean[column]), column
     scores = [c for c in clean.columns if c.startswith("pass")]
     np.testing.assert_allclose(killed[scores].to_numpy(), clean[scores].to_numpy(), atol=1e-5)
     outputs = {run: {p.name: p.read_bytes() for p in (tmp_path / run / "out").iterdir()
                      if p.name not in ("manifest.csv", "manifest.json")} for run in ("clean", "killed")}
-    assert outputs["killed"] == outputs["clean"]  # the same files, no partial leftovers
+    # Output names hash the photo's canonical path, so they differ between the two folders:
+    # the same kept photos, byte for byte, each under the name its row gives, no leftovers.
+    assert (killed["output"] == "").equals(clean["output"] == "")
+    pairs = [(k, c) for k, c in zip(killed["output"], clean["output"]) if c]
+    assert {k for k, _ in pairs} == set(outputs["killed"]) and {c for _, c in pairs} == set(outputs["clean"])
+    assert all(outputs["killed"][k] == outputs["clean"][c] for k, c in pairs)
     assert len(outputs["clean"]) == (count + 2) // 3
     left = {run: sorted(str(p.relative_to(tmp_path / run)) for p in (tmp_path / run / "photos").rglob("*"))
             for run in ("clean", "killed")}
@@ -369,3 +379,68 @@ def test_mixed_bfloat16_run_makes_the_same_decisions(tmp_path, members):
     assert classify.main(argv_for([photos], members, output, "--precision", "mixed_bfloat16")) == 0
     rows = relative(read_manifest(output / "manifest.csv"), photos)
     assert {k: r["status"] for k, r in rows.items()} == expected
+
+
+# --------------------------------------------------------------------------- identity, output, settings
+
+def test_the_output_folder_inside_the_input_is_never_read_as_input(tmp_path, members, monkeypatch):
+    root = tmp_path / "photos"
+    expected = write_photos(root, 9)
+    monkeypatch.chdir(root)
+    argv = [".", "--pass1", *members["pass1"], "--pass2", *members["pass2"], "--quiet"]  # output: ./curated
+    assert classify.main(argv) == 0
+    first = (root / "curated" / "manifest.csv").read_bytes()
+    files = sorted(p.name for p in (root / "curated").iterdir())
+    assert classify.main(argv) == 0 and classify.main(argv) == 0
+    assert (root / "curated" / "manifest.csv").read_bytes() == first
+    assert sorted(p.name for p in (root / "curated").iterdir()) == files
+    assert len(read_manifest(root / "curated" / "manifest.csv")) == len(expected)
+
+
+def test_one_photo_is_one_row_however_its_path_is_spelled(tmp_path, members, monkeypatch):
+    photos = tmp_path / "photos"
+    write_photos(photos, 6)
+    (tmp_path / "lists").mkdir()
+    monkeypatch.chdir(tmp_path)
+    output = tmp_path / "out"
+    spellings = [str(photos), "photos", os.path.join("lists", "..", "photos")]
+    assert classify.main(argv_for(spellings, members, output)) == 0
+    frame = read_manifest(output / "manifest.csv")
+    assert len(frame) == 6 and frame["path"].is_unique
+    # A restart with another spelling finds every photo done.
+    assert classify.main(argv_for(["./photos"], members, output)) == 0
+    assert len(read_manifest(output / "manifest.csv")) == 6
+
+
+def test_a_shard_still_downloading_is_refused(tmp_path, members, capsys):
+    part = tmp_path / "images_005.tar.part"
+    with tarfile.open(part, "w") as tar:
+        tar.add(__file__, arcname="x.jpg")
+    assert classify.main(argv_for([part], members, tmp_path / "out")) == 2
+    assert "still downloading" in capsys.readouterr().err
+
+
+def test_scores_are_written_exactly(tmp_path):
+    from transfer_learning.manifest import Manifest
+
+    path = tmp_path / "manifest.csv"
+    score = float(np.float32(0.9000004))
+    with Manifest(path, ["path", "status", "output", "reason", "pass1_0"]) as manifest:
+        manifest.append([{"path": "a.jpg", "status": "kept", "output": "a.jpg", "reason": "", "pass1_0": score}])
+    assert np.float32(read_manifest(path)["pass1_0"][0]) == np.float32(score) > 0.9
+
+
+def test_a_restart_with_another_precision_or_retrained_members_is_refused(tmp_path, members, capsys):
+    photos, output = tmp_path / "photos", tmp_path / "out"
+    write_photos(photos, 3)
+    own = {k: [] for k in members}
+    for k, paths in members.items():  # private copies: one is retrained below
+        for p in paths:
+            own[k].append(str(tmp_path / Path(p).name))
+            (tmp_path / Path(p).name).write_bytes(Path(p).read_bytes())
+    assert classify.main(argv_for([photos], own, output)) == 0
+    assert classify.main(argv_for([photos], own, output, "--precision", "mixed_bfloat16")) == 2
+    assert "precision" in capsys.readouterr().err
+    colour_member(Path(own["pass1"][0]), [1.0, 1.0, 1.0], 0.0)  # retrained in place
+    assert classify.main(argv_for([photos], own, output)) == 2
+    assert "member_sha256" in capsys.readouterr().err

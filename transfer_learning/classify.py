@@ -23,6 +23,7 @@ with the same manifest and outputs as one that was never interrupted.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -48,7 +49,7 @@ from transfer_learning.member import MemberError
 log = logging.getLogger(__name__)
 
 # Settings a restart must keep: they decide which rows and files the run produces.
-RESULT_SETTINGS = ("pass1", "pass2", "threshold", "rule", "mode", "output", "image_size", "crop",
+RESULT_SETTINGS = ("pass1", "pass2", "threshold", "rule", "mode", "output", "image_size", "crop", "precision",
                    "num_shards", "shard_index")
 
 
@@ -158,7 +159,21 @@ def load_ensemble(config: ClassifyConfig):
                         micro_batch=micro, streams=config.streams, names=names)
     first = list(range(len(paths1)))
     second = list(range(len(paths1), len(paths1) + len(paths2)))
-    return ensemble, first, second, image_size, crop, {"pass1_members": paths1, "pass2_members": paths2}
+    members = {"pass1_members": paths1, "pass2_members": paths2,
+               "member_sha256": [file_digest(p) for p in paths1 + paths2]}
+    return ensemble, first, second, image_size, crop, members
+
+
+def file_digest(path) -> str:
+    """SHA-256 of a member's bytes (every file of a SavedModel folder): a retrained member is another member."""
+    digest = hashlib.sha256()
+    path = Path(path)
+    for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
+        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode("utf-8", "surrogateescape"))
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
 
 
 def classify(config: ClassifyConfig, *, progress: bool = True) -> dict:
@@ -169,7 +184,9 @@ def classify(config: ClassifyConfig, *, progress: bool = True) -> dict:
     from transfer_learning.outputs import OutputFolder
     from transfer_learning.reader import read_batches
 
-    items = sources.select_shard(sources.list_items(config.input), config.num_shards, config.shard_index)
+    # The output folder is never input, even inside an input folder (`classify.py .`).
+    items = sources.select_shard(sources.list_items(config.input, exclude=[config.output]),
+                                 config.num_shards, config.shard_index)
     path = manifest_path(config)
     if not items and not path.exists():
         raise DataError(f"{', '.join(config.input)}: no images to classify")

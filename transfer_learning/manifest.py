@@ -20,6 +20,10 @@ import pandas as pd
 
 from common.files import atomic_write, write_text
 
+# Scores as written: 9 significant digits give back every float32 exactly, so a
+# score the rule kept (> 0.9) never reads back as 0.900000.
+SCORE_FORMAT = "%.9g"
+
 log = logging.getLogger(__name__)
 
 KEPT, REJECTED_1, REJECTED_2, ERROR = "kept", "rejected_pass1", "rejected_pass2", "error"
@@ -121,7 +125,7 @@ class Manifest:
         if not rows:
             return
         frame = pd.DataFrame(rows).reindex(columns=self.columns)
-        text = frame.to_csv(header=False, index=False, float_format="%.6f", lineterminator="\n")
+        text = frame.to_csv(header=False, index=False, float_format=SCORE_FORMAT, lineterminator="\n")
         self._file.write(text.encode("utf-8"))
         self._file.flush()
         os.fsync(self._file.fileno())
@@ -159,5 +163,5 @@ def merge_manifests(paths: Sequence, out) -> pd.DataFrame:
                             f"manifests (e.g. {merged['path'][duplicated].iloc[0]}); were the "
                             "shards run with the same --num-shards?")
     merged = merged.sort_values("path", kind="stable").reset_index(drop=True)
-    atomic_write(out, lambda tmp: merged.to_csv(tmp, index=False, float_format="%.6f", lineterminator="\n"))
+    atomic_write(out, lambda tmp: merged.to_csv(tmp, index=False, float_format=SCORE_FORMAT, lineterminator="\n"))
     return merged

@@ -1,9 +1,11 @@
 """Curation inputs: folders, lists of paths and GLDv2 .tar shards, as one list of items.
 
-Each item has a `key` (the manifest's path: a file path, or `<shard>.tar/<member>`
-for an image inside a tar, read in place without extracting it) and a `name` that
-does not depend on where the data is mounted, which decides the item's machine
-when the work is split with --num-shards.
+Each item has a `key` (the manifest's path: the file's canonical absolute path, or
+`<shard>.tar/<member>` for an image inside a tar, read in place without extracting
+it), so one photo has one key however its path was typed, and a `name` that does not
+depend on where the data is mounted, which decides the item's machine when the work
+is split with --num-shards. Files still downloading (`*.part`) and everything under
+an excluded folder (the curation's own output) are never inputs.
 """
 
 from __future__ import annotations
@@ -77,39 +79,57 @@ def tar_items(path) -> list[Item]:
     return items
 
 
-def _folder_items(folder: Path) -> list[Item]:
-    images = sorted(p for p in folder.rglob("*") if p.is_file() and _is_image(p.name))
+PARTIAL_DOWNLOAD = ".part"  # data.fetch's name for a file still downloading
+
+
+def _inside(path: str, folders: Sequence[str]) -> bool:
+    return any(path == f or path.startswith(f.rstrip(os.sep) + os.sep) for f in folders)
+
+
+def _folder_items(folder: Path, exclude: Sequence[str]) -> list[Item]:
+    images = sorted(p for p in folder.rglob("*")
+                    if p.is_file() and _is_image(p.name) and not _inside(str(p), exclude))
     if images:
         return [Item(key=str(p), name=str(p.relative_to(folder)), path=str(p)) for p in images]
     # A folder of downloaded shards (images_000.tar, …) rather than of images.
-    tars = sorted(p for p in folder.iterdir() if p.is_file() and is_tar(p))
+    tars = sorted(p for p in folder.iterdir()
+                  if p.is_file() and not p.name.endswith(PARTIAL_DOWNLOAD) and is_tar(p))
     return [item for tar in tars for item in tar_items(tar)]
 
 
-def list_items(inputs: Sequence[str]) -> list[Item]:
+def list_items(inputs: Sequence[str], exclude: Sequence[str] = ()) -> list[Item]:
     """Every input image of folders (recursive), .txt/.csv lists, tar shards or single images.
 
-    Raises DataError for an input path that does not exist; an input listed twice
-    is kept once. Folders that hold no image give no items (the caller decides
-    whether nothing to do is an error).
+    Paths are made canonical (absolute, links resolved) first. Raises DataError for
+    an input path that does not exist or is still downloading; an input named twice,
+    in any spelling, is kept once; nothing under an `exclude` folder is an input.
+    Folders that hold no image give no items (the caller decides whether nothing to
+    do is an error).
     """
+    exclude = [os.path.realpath(f) for f in exclude]
     items: list[Item] = []
     for source in inputs:
-        path = Path(source)
-        if not path.exists():
+        if not os.path.exists(source):
             raise DataError(f"{source}: no such file or folder")
+        path = Path(os.path.realpath(source))
+        if path.name.endswith(PARTIAL_DOWNLOAD):
+            raise DataError(f"{source}: still downloading (a {PARTIAL_DOWNLOAD} file); "
+                            "classify the finished file once its download completes")
         if path.is_dir():
-            items += _folder_items(path)
+            items += _folder_items(path, exclude)
         elif path.suffix.lower() in LIST_EXTENSIONS:
             root = path.parent
-            for entry in find_images(path):
+            for entry in map(os.path.realpath, find_images(path)):
+                if _inside(entry, exclude):
+                    continue
                 try:
                     name = os.path.relpath(entry, root)
                 except ValueError:
                     name = entry
                 items.append(Item(key=entry, name=name, path=entry))
         elif _is_image(path.name):
-            items.append(Item(key=str(path), name=path.name, path=str(path)))
+            if not _inside(str(path), exclude):
+                items.append(Item(key=str(path), name=path.name, path=str(path)))
         elif is_tar(path):
             items += tar_items(path)
         else:
