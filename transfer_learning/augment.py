@@ -4,12 +4,20 @@ Original: horizontal_flip, rotation_range=25, brightness_range=(0.8, 1.2),
 zoom_range=0.2, shear_range=0.1, fill_mode "nearest". ImageDataGenerator is gone
 in Keras 3; the layers below run inside tf.data on batches of (B, S, S, 3) images
 in [0, 1], each image getting its own random draw.
+
+Units: ImageDataGenerator's shear_range is an angle in DEGREES (its transform shears
+by deg2rad(shear)), so the original sheared by at most ±0.1°; RandomShear's factor is
+a shear coefficient (tan of the angle). RandomShear(0.1) would shear by ±5.7°.
 """
 
 from __future__ import annotations
 
+import math
+
 import keras
 from keras import layers
+
+SHEAR_DEGREES = 0.1  # the original's shear_range
 
 
 @keras.saving.register_keras_serializable(package="castle_dreamer")
@@ -53,6 +61,6 @@ def augmentation(seed: int | None = None) -> keras.layers.Pipeline:
         layers.RandomRotation(25 / 360, fill_mode="nearest", seed=s(2)),  # factor: a fraction of 2π
         # ImageDataGenerator draws the x and y zoom independently, in [0.8, 1.2].
         layers.RandomZoom((-0.2, 0.2), (-0.2, 0.2), fill_mode="nearest", seed=s(3)),
-        layers.RandomShear(x_factor=0.1, fill_mode="nearest", seed=s(4)),
+        layers.RandomShear(x_factor=math.tan(math.radians(SHEAR_DEGREES)), fill_mode="nearest", seed=s(4)),
         RandomBrightnessScale(0.8, 1.2, seed=s(5)),
     ], name="augmentation")
