@@ -28,9 +28,8 @@ class GlobalBatchNormalization(layers.BatchNormalization):
     (FusedBatchNormV3, oneDNN on CPU, cuDNN on GPU), which reads bfloat16/float16
     activations directly and keeps its statistics in float32, and which grappler
     fuses with a following ReLU. Keras 3 instead runs BatchNorm as separate
-    element-wise ops, plus float32 casts under mixed precision: about 20 % of a bf16
-    VAE training step's time on a CPU (profiled). Fusing made DenseNet201 scoring
-    1.17x faster in float32 and 1.51x in bf16 (benchmarks/bench_classify.py).
+    element-wise ops, plus float32 casts under mixed precision (the README gives the
+    measured difference, from benchmarks/bench_vae.py and bench_classify.py).
     """
 
     def _moments(self, inputs, mask):

@@ -35,9 +35,6 @@ class Splits:
     factors_csv: Path | None = None  # ground-truth factors (synthetic data only)
     factors: dict | None = None  # split → (N, F) factor levels of in-memory splits (synthetic_grid)
 
-    def __getitem__(self, name: str):
-        return getattr(self, name)
-
 
 def synthetic_folder(root, count: int, size: int, seed: int) -> Path:
     """Render `count` façades once into root/synthetic-…; later calls reuse the folder.

@@ -148,10 +148,8 @@ def load_ensemble(config: ClassifyConfig):
     for m in members:  # one original at a time gives way to its copy: peak memory ~N+1 members, not 2N
         models.append(for_inference(m.model, config.precision))
         m.model = None
-    # With fused BatchNorm on a 2-core AVX-512 CPU, in bf16, calls of 32 images beat 16
-    # (17.4 vs 16.7 images/s) and 16 beat 8 in 2 branches (16.4 vs 13.3), in two runs; in
-    # float32, 16 beat 8 in 2 branches. The heads' 192 000 x 512 weights are read once per
-    # call. Bigger batches are split into calls of 32 on a CPU; a GPU takes whole batches.
+    # Calls of 32 images on a CPU (measured fastest; figures in the README): the heads'
+    # 192 000 x 512 weights are read once per call. A GPU takes whole batches.
     gpu = bool(tf.config.list_physical_devices("GPU"))
     micro = config.micro_batch or (0 if gpu else 32)
     names = [f"pass1_{i}" for i in range(len(paths1))] + [f"pass2_{i}" for i in range(len(paths2))]

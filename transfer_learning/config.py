@@ -107,7 +107,7 @@ class ClassifyConfig(Settings):
     # speed
     batch_size: int = 32  # images decoded and recorded together
     micro_batch: int = 0  # images per model call (0: 32 on a CPU, the whole batch on a GPU)
-    streams: int = 1  # parallel branches in each model call (0 or 1: one; 2 helped on a 2-core AVX2 CPU)
+    streams: int = 1  # parallel branches in each model call (0 or 1: one; 2 can help on CPUs with few cores)
     image_size: int = 0  # pixels per side (0: the members' input size)
     crop: str = ""  # stretch | center ("": as the members were trained, else stretch)
     precision: str = "float32"  # float32 | mixed_bfloat16 (fast only where the CPU/GPU has bf16)
