@@ -19,7 +19,7 @@ from common.config import PRECISIONS, STRATEGIES, ConfigError, Settings, need
 DATASETS = ("synthetic", "synthetic_grid", "reduced_128", "reduced_256")  # or any folder / TFRecords path
 NETWORKS = ("original", "disentanglement_lib")
 LIKELIHOODS = ("sse", "bernoulli")
-OBJECTIVES = ("beta_vae", "annealed_vae", "beta_tc_vae", "dip_vae_i", "dip_vae_ii")
+OBJECTIVES = ("beta_vae", "annealed_vae", "beta_tc_vae", "dip_vae_i", "dip_vae_ii", "factor_vae")
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class VAEConfig(Settings):
     batchnorm_momentum: float = 0.99  # moving-statistics momentum (Keras's default, as the original)
     # loss
     likelihood: str = "sse"  # sse: sum of squared errors (original) | bernoulli: cross entropy on logits (disentanglement_lib)
-    objective: str = "beta_vae"  # beta_vae | annealed_vae | beta_tc_vae | dip_vae_i | dip_vae_ii
+    objective: str = "beta_vae"  # beta_vae | annealed_vae | beta_tc_vae | dip_vae_i | dip_vae_ii | factor_vae
     beta: float = 1.5  # β-VAE: weight of KL(q(z|x) || N(0, I)); β-TCVAE: weight of the total correlation
     gamma: float = 0.001  # weight of the VGG16 perceptual loss (0 turns VGG off)
     perceptual_layer: str = "block2_conv2"  # VGG16 layer compared
@@ -54,6 +54,8 @@ class VAEConfig(Settings):
     capacity_weight: float = 1000.0  # annealed_vae: γ_c in γ_c·|KL − C| (library: gamma)
     lambda_od: float = 10.0  # DIP-VAE: weight of the off-diagonal covariance penalty
     lambda_d_factor: float = 10.0  # DIP-VAE: diagonal weight λ_d = lambda_d_factor·lambda_od (library: 10 for i, 1 for ii)
+    factor_gamma: float = 10.0  # FactorVAE: weight of the discriminator's TC estimate (library: gamma)
+    discriminator_learning_rate: float = 1e-4  # FactorVAE: the discriminator's Adam (β1 0.5, β2 0.9, as the library)
     kl_warmup_steps: int = 0  # β rises linearly from 0 over these steps (0: off)
     # optimisation (original: Adam + ExponentialDecay(5e-4, 2500, 0.96, staircase))
     batch_size: int = 32  # GLOBAL batch, split over all replicas
@@ -89,6 +91,8 @@ class VAEConfig(Settings):
         need(self.likelihood in LIKELIHOODS, "likelihood", f"unknown {self.likelihood!r}; use one of {LIKELIHOODS}")
         need(self.objective in OBJECTIVES, "objective", f"unknown {self.objective!r}; use one of {OBJECTIVES}")
         need(self.lambda_od >= 0 and self.lambda_d_factor >= 0, "lambda-od", "DIP-VAE weights must be >= 0")
+        need(self.factor_gamma >= 0, "factor-gamma", "must be >= 0")
+        need(self.discriminator_learning_rate > 0, "discriminator-learning-rate", "must be > 0")
         need(self.network != "disentanglement_lib" or self.image_size % 16 == 0, "image-size",
              f"{self.image_size} is not divisible by 16, needed by the disentanglement_lib network's "
              "4 stride-2 layers")

@@ -185,3 +185,34 @@ def dip_regulariser(z_mean, z_log_var, lambda_od: float, lambda_d: float, dip_ty
     diagonal = ops.diagonal(cov)
     off_diagonal = cov - ops.diag(diagonal)
     return lambda_od * ops.sum(ops.square(off_diagonal)) + lambda_d * ops.sum(ops.square(diagonal - 1.0))
+
+
+def permute_dims(z, seed):
+    """Each column of (M, D) codes shuffled independently across the batch (Kim & Mnih 2018, Alg. 1).
+
+    Samples of Π_d q(z_d): the FactorVAE discriminator learns to tell them from q(z).
+    `seed`: a (2,) int tensor; the same seed gives the same permutation on every replica.
+    """
+    z = ops.convert_to_tensor(z)
+    import tensorflow as tf
+
+    keys = tf.random.stateless_uniform(tf.shape(z), seed=seed)
+    order = tf.argsort(keys, axis=0)  # (M, D): a permutation per column
+    return tf.transpose(tf.gather(tf.transpose(z), tf.transpose(order), batch_dims=1))
+
+
+def discriminator_loss(real_logits, permuted_logits):
+    """Per-sample cross entropy of the FactorVAE discriminator, (B,).
+
+    Logits (B, 2): class 0 "a code of q(z)", class 1 "a permuted code", as
+    disentanglement_lib's FactorVAE: −½·log p₀(z) − ½·log p₁(z̃).
+    """
+    real = ops.log_softmax(ops.cast(real_logits, "float32"), axis=-1)
+    permuted = ops.log_softmax(ops.cast(permuted_logits, "float32"), axis=-1)
+    return -0.5 * (real[:, 0] + permuted[:, 1])
+
+
+def discriminator_total_correlation(logits):
+    """FactorVAE's per-sample TC estimate from the discriminator, log D(z)/(1 − D(z)) = l₀ − l₁, (B,)."""
+    logits = ops.cast(logits, "float32")
+    return logits[:, 0] - logits[:, 1]

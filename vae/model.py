@@ -117,6 +117,20 @@ def build_dlib_encoder(config: VAEConfig, dtype=None) -> keras.Model:
     return keras.Model(images, [z_mean, z_log_var], name="encoder")
 
 
+def build_discriminator(config: VAEConfig) -> keras.Model:
+    """FactorVAE's discriminator (disentanglement_lib's fully_connected_discriminator).
+
+    (B, latent_dim) codes → (B, 2) logits: class 0 "from q(z)", class 1 "permuted".
+    Six Dense 1000 with leaky ReLU (slope 0.2); float32 throughout.
+    """
+    z = keras.Input((config.latent_dim,), name="z")
+    x = z
+    for i in range(1, 7):
+        x = layers.Dense(1000, name=f"d{i}")(x)
+        x = layers.LeakyReLU(0.2, name=f"d{i}_leaky")(x)
+    return keras.Model(z, layers.Dense(2, name="logits")(x), name="discriminator")
+
+
 def build_dlib_decoder(config: VAEConfig, dtype=None) -> keras.Model:
     """disentanglement_lib's deconv_decoder: Dense 256, Dense to a (S/16)² × 64 grid, 4 stride-2 deconvs.
 
@@ -137,10 +151,13 @@ def build_dlib_decoder(config: VAEConfig, dtype=None) -> keras.Model:
 class VAE(keras.Model):
     """β-VAE with reconstruction + β·KL + γ·perceptual loss and one tracker per term."""
 
-    def __init__(self, encoder, decoder, feature_extractor=None, *, config: VAEConfig, **kwargs):
+    def __init__(self, encoder, decoder, feature_extractor=None, *, config: VAEConfig,
+                 discriminator=None, **kwargs):
         super().__init__(**kwargs)
         self.encoder = encoder
         self.decoder = decoder
+        self.discriminator = discriminator  # FactorVAE only
+        self.discriminator_optimizer = None
         # The same layers up to the sigmoid: the Bernoulli likelihood needs the logits.
         self.decoder_logits = keras.Model(decoder.input, decoder.get_layer("logits").output,
                                           name="decoder_logits")
@@ -150,11 +167,18 @@ class VAE(keras.Model):
         names = ["loss", "reconstruction", "kl", "total_correlation", "perceptual", "active_dims"]
         if config.objective.startswith("dip_vae"):
             names.append("dip")
+        if config.objective == "factor_vae":
+            names += ["tc_discriminator", "discriminator_loss", "discriminator_accuracy"]
         self.trackers = {name: keras.metrics.Mean(name=name) for name in names}
 
     @property
     def metrics(self):
         return list(self.trackers.values())
+
+    @property
+    def vae_variables(self):
+        """What the VAE's optimizer trains: encoder and decoder (never the discriminator)."""
+        return self.encoder.trainable_variables + self.decoder.trainable_variables
 
     def call(self, images, training=False):
         """Reconstruct from the posterior mean (deterministic)."""
@@ -179,13 +203,15 @@ class VAE(keras.Model):
     # ------------------------------------------------------------------ loss
 
     def loss_terms(self, images, seed, training: bool):
-        """Per-image loss terms (each (B,), float32) and the per-dimension KL (B, D).
+        """Per-image loss terms (each (B,), float32; "z": the samples, (B, D)) and the per-dimension KL (B, D).
 
         The objective (config `objective`, as disentanglement_lib's methods):
             beta_vae      recon + β·KL  (β ramped over kl_warmup_steps if set)
             annealed_vae  recon + γ_c·|KL − C(step)|  (per image; the library takes the batch-mean KL)
             beta_tc_vae   recon + KL + (β − 1)·TC
             dip_vae_i/ii  recon + KL + DIP penalty of the batch's covariance
+            factor_vae    recon + KL + γ·TC, TC = log D(z)/(1 − D(z)) from a discriminator
+                          trained in the same step on codes vs dimension-wise permuted codes
         TC and DIP are functions of the whole batch: under tf.distribute the posteriors
         of every replica are gathered (the gather's gradient is an all-reduce), so N
         replicas compute what one device computes on the same global batch.
@@ -221,10 +247,33 @@ class VAE(keras.Model):
             # training step averages over the batch.
             regulariser = kl + dip
             terms["dip"] = tf.fill(tf.shape(kl), dip)
+        elif config.objective == "factor_vae":
+            terms["tc_discriminator"] = losses.discriminator_total_correlation(
+                self.discriminator(z, training=training))
+            regulariser = kl + config.factor_gamma * terms["tc_discriminator"]
         else:
             regulariser = self.kl_weight(step) * kl
         terms["loss"] = recon + regulariser + config.gamma * perceptual
+        terms["z"] = z  # (B, D) the samples: FactorVAE's discriminator step reads the same ones
         return terms, kl_dims
+
+    def discriminator_terms(self, z, global_batch):
+        """FactorVAE's discriminator loss (per replica, scaled by the global batch) and accuracy (B,).
+
+        The permutation is drawn over the GLOBAL batch with a seed shared by all replicas,
+        and each replica scores its own slice of it: N replicas equal one device.
+        """
+        context = tf.distribute.get_replica_context()
+        replica = context.replica_id_in_sync_group if context else 0
+        local = tf.shape(z)[0]
+        z = tf.stop_gradient(tf.cast(z, tf.float32))
+        seed = tf.stack([tf.constant(self.config.seed * 2 + 3, tf.int64),
+                         tf.cast(self.optimizer.iterations, tf.int64)])
+        permuted = losses.permute_dims(_global_batch(z), seed)[replica * local:(replica + 1) * local]
+        real, fake = self.discriminator(z, training=True), self.discriminator(permuted, training=True)
+        per_sample = losses.discriminator_loss(real, fake)
+        accuracy = 0.5 * (tf.cast(real[:, 0] > real[:, 1], tf.float32) + tf.cast(fake[:, 1] > fake[:, 0], tf.float32))
+        return tf.nn.compute_average_loss(per_sample, global_batch_size=global_batch), per_sample, accuracy
 
     def _seed(self, stream: int):
         """A stateless seed unique to (run seed, stream, step, replica)."""
@@ -254,16 +303,31 @@ class VAE(keras.Model):
         global_batch = tf.shape(images)[0] * replicas
         with tf.GradientTape() as tape:
             terms, kl_dims = self.loss_terms(images, self._seed(0), training=True)
+            z = terms.pop("z")
             # Gradients of all replicas are SUMMED when applied: divide by the global batch.
             loss = tf.nn.compute_average_loss(terms["loss"], global_batch_size=global_batch)
             scaled = self.optimizer.scale_loss(loss)  # loss scaling for mixed_float16
-        gradients = tape.gradient(scaled, self.trainable_variables)
-        self.optimizer.apply(gradients, self.trainable_variables)
+        if self.discriminator is not None:
+            # Its own step on the same samples, before the VAE's update (as the library).
+            with tf.GradientTape() as d_tape:
+                d_loss, d_per_sample, d_accuracy = self.discriminator_terms(z, global_batch)
+            d_variables = self.discriminator.trainable_variables
+            self.discriminator_optimizer.apply(d_tape.gradient(d_loss, d_variables), d_variables)
+            terms = {**terms, "discriminator_loss": d_per_sample, "discriminator_accuracy": d_accuracy}
+        variables = self.vae_variables
+        gradients = tape.gradient(scaled, variables)
+        self.optimizer.apply(gradients, variables)
         return self._update_trackers(terms, kl_dims)
 
     def test_step(self, data):
         images = data[0] if isinstance(data, tuple) else data
         terms, kl_dims = self.loss_terms(images, self._seed(1), training=False)
+        z = terms.pop("z")
+        if self.discriminator is not None:
+            context = tf.distribute.get_replica_context()
+            global_batch = tf.shape(images)[0] * (context.num_replicas_in_sync if context else 1)
+            _, d_per_sample, d_accuracy = self.discriminator_terms(z, global_batch)
+            terms = {**terms, "discriminator_loss": d_per_sample, "discriminator_accuracy": d_accuracy}
         return self._update_trackers(terms, kl_dims)
 
 
@@ -302,7 +366,8 @@ def build_vae(config: VAEConfig, *, vgg_from_checkpoint: bool = False) -> VAE:
             config.image_size, config.perceptual_layer,
             "checkpoint" if vgg_from_checkpoint else config.vgg_weights, dtype=dtype,
         )
-    vae = VAE(encoder, decoder, extractor, config=config, name="vae")
+    discriminator = build_discriminator(config) if config.objective == "factor_vae" else None
+    vae = VAE(encoder, decoder, extractor, config=config, discriminator=discriminator, name="vae")
     optimizer = keras.optimizers.Adam(
         learning_rate_schedule(config), clipnorm=config.clipnorm or None
     )
@@ -312,5 +377,9 @@ def build_vae(config: VAEConfig, *, vgg_from_checkpoint: bool = False) -> VAE:
     # Build everything (model and optimizer) before fit: BackupAndRestore and weight
     # loading need the variables to exist, or optimizer state is silently not restored.
     vae(tf.zeros((1, config.image_size, config.image_size, 3)))
-    vae.optimizer.build(vae.trainable_variables)
+    vae.optimizer.build(vae.vae_variables)
+    if discriminator is not None:
+        vae.discriminator_optimizer = keras.optimizers.Adam(
+            config.discriminator_learning_rate, beta_1=0.5, beta_2=0.9, epsilon=1e-8)
+        vae.discriminator_optimizer.build(discriminator.trainable_variables)
     return vae
