@@ -135,6 +135,22 @@ def test_plots_write_loss_curves_pca_and_monitor_gif(run):
         assert (run / "visualize" / name).is_file(), name
 
 
+def test_plots_put_the_latent_means_in_the_embedding_projector(run):
+    assert cli.main(["plots", "--run-dir", str(run), "--limit", "50"]) == 0
+    folder = run / "logs" / "projector"
+    config = (folder / "projector_config.pbtxt").read_text()
+    assert "metadata.tsv" in config and "sprite.png" in config
+    rows = (folder / "metadata.tsv").read_text().strip().split("\n")
+    assert rows[0].split("\t")[:2] == ["wall_colour", "roof"] and len(rows) == 1 + 50
+    sprite = Image.open(folder / "sprite.png")
+    assert sprite.size == (8 * 32, 8 * 32)  # 8 × 8 thumbnails of 32 px, the last 14 blank
+    import tensorflow as tf
+
+    reader = tf.train.load_checkpoint(str(folder))
+    name = next(n for n in reader.get_variable_to_shape_map() if n.startswith("embedding/"))
+    assert reader.get_tensor(name).shape == (50, 4)
+
+
 def test_explore_without_a_display_writes_a_screenshot(run, monkeypatch):
     import matplotlib
 

@@ -161,6 +161,37 @@ def loss_curves_figure(history):
     return fig
 
 
+def write_projector(log_dir, codes: np.ndarray, images: np.ndarray, labels: dict | None = None) -> Path:
+    """Codes (N, D) for TensorBoard's Embedding Projector, with a sprite of `images` and labels.
+
+    labels: column name → N values (e.g. each factor's level names), written to
+    metadata.tsv so the projector can colour and search by them.
+    """
+    import tensorflow as tf
+    from tensorboard.plugins import projector
+
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = tf.train.Checkpoint(embedding=tf.Variable(np.asarray(codes, np.float32), name="latent_means"))
+    checkpoint.save(str(log_dir / "embedding.ckpt"))
+    columns = labels or {"index": np.arange(len(codes))}
+    rows = ["\t".join(columns)] + ["\t".join(str(columns[c][i]) for c in columns) for i in range(len(codes))]
+    (log_dir / "metadata.tsv").write_text("\n".join(rows) + "\n")
+    columns = int(np.ceil(np.sqrt(len(images))))  # a square sprite, row-major, at most 8192 px
+    side = min(images.shape[1], 8192 // columns)
+    padded = np.concatenate([images, np.zeros((columns ** 2 - len(images), *images.shape[1:]), images.dtype)])
+    sprite = Image.fromarray(make_grid(padded, columns=columns, pad=0)).resize((side * columns,) * 2)
+    save_png(np.asarray(sprite), log_dir / "sprite.png")
+    config = projector.ProjectorConfig()
+    embedding = config.embeddings.add()
+    embedding.tensor_name = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
+    embedding.metadata_path = "metadata.tsv"
+    embedding.sprite.image_path = "sprite.png"
+    embedding.sprite.single_image_dim.extend([side, side])
+    projector.visualize_embeddings(str(log_dir), config)
+    return log_dir
+
+
 def monitor_frames(monitor_dir, name: str = "reconstructions") -> list[np.ndarray]:
     """The Monitor callback's `<name>_step-*.png` grids in step order, as uint8 arrays."""
     paths = sorted(Path(monitor_dir).glob(f"{name}_step-*.png"),
@@ -221,7 +252,8 @@ def interpolate_run(run_dir: Path, a: int = 0, b: int = 1, random: bool = False,
 
 
 def plots_run(run_dir: Path, colour_by: str = "wall_colour", limit: int = 1000) -> dict:
-    """loss_curves.png, monitor.gif and latent_pca.png (coloured by a factor on synthetic data)."""
+    """loss_curves.png, monitor.gif, latent_pca.png (coloured by a factor on synthetic data) and the
+    latent means in TensorBoard's Embedding Projector (logs/projector: sprites, factor labels)."""
     import pandas as pd
 
     from common.config import ConfigError
@@ -252,5 +284,10 @@ def plots_run(run_dir: Path, colour_by: str = "wall_colour", limit: int = 1000) 
     z_mean, _ = encode_means(encoder, images)
     fig = latent_pca_figure(z_mean, colour, colour_by if colour is not None else "", level_names)
     paths["latent_pca"] = save_png(figure_to_array(fig), out / "latent_pca.png")
+    labels = None
+    if colour is not None:  # every factor's level name, to colour the projector's points by
+        labels = {name: [facades.FACTOR_LEVELS[name][level] for level in factors[:, k]]
+                  for k, name in enumerate(facades.FACTOR_NAMES)}
+    paths["projector"] = write_projector(Path(run_dir) / "logs" / "projector", z_mean, images, labels)
     log.info("wrote %s to %s", ", ".join(paths), out)
     return paths
