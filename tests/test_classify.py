@@ -444,3 +444,43 @@ def test_a_restart_with_another_precision_or_retrained_members_is_refused(tmp_pa
     colour_member(Path(own["pass1"][0]), [1.0, 1.0, 1.0], 0.0)  # retrained in place
     assert classify.main(argv_for([photos], own, output)) == 2
     assert "member_sha256" in capsys.readouterr().err
+
+
+def _png_declaring(width: int, height: int) -> bytes:
+    """A few-byte PNG whose header declares width x height pixels (a decompression bomb)."""
+    import struct
+    import zlib
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buffer, "PNG")
+    data = bytearray(buffer.getvalue())
+    ihdr = 8 + 8  # signature, then the IHDR chunk's length and type
+    data[ihdr:ihdr + 8] = struct.pack(">II", width, height)
+    data[ihdr + 13:ihdr + 17] = struct.pack(">I", zlib.crc32(bytes(data[ihdr - 4:ihdr + 13])))
+    return bytes(data)
+
+
+def test_a_decompression_bomb_and_an_oversized_member_become_error_rows(tmp_path, members):
+    photos = tmp_path / "photos"
+    expected = write_photos(photos, 3)
+    (photos / "bomb.png").write_bytes(_png_declaring(40_000, 40_000))
+    (photos / "wide.png").write_bytes(_png_declaring(20_000, 100))  # 2 M pixels: over the cap below
+    shard = tmp_path / "images_000.tar"
+    big = io.BytesIO()
+    photo(KEPT_RGB, size=300).save(big, "PNG")
+    with tarfile.open(shard, "w") as tar:
+        for name, data in [("a/small.png", (photos / "sub0" / "photo_0000.png").read_bytes()),
+                           ("a/big.png", big.getvalue())]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    output = tmp_path / "out"
+    limit = str(len(big.getvalue()) - 1)
+    assert classify.main(argv_for([photos, shard], members, output, "--max-image-bytes", limit,
+                                  "--max-image-pixels", "1000000")) == 0
+    rows = {Path(r["path"]).name: r for r in read_manifest(output / "manifest.csv").to_dict("records")}
+    assert rows["bomb.png"]["status"] == "error" and "pixels" in rows["bomb.png"]["reason"]
+    assert rows["wide.png"]["status"] == "error" and "20000 x 100" in rows["wide.png"]["reason"]
+    assert rows["big.png"]["status"] == "error" and "too large" in rows["big.png"]["reason"]
+    assert rows["small.png"]["status"] == "kept"
+    assert len(rows) == len(expected) + 4

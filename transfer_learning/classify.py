@@ -206,7 +206,8 @@ def classify(config: ClassifyConfig, *, progress: bool = True) -> dict:
         bar = keras.utils.Progbar(len(readable), stateful_metrics=["img/s"], verbose=1 if progress else 0,
                                   interval=0.5 if sys.stdout.isatty() else 30.0, unit_name="image")
         start, count = time.perf_counter(), 0
-        for batch in read_batches(readable, image_size, crop, config.batch_size):
+        for batch in read_batches(readable, image_size, crop, config.batch_size,
+                                  config.max_image_bytes, config.max_image_pixels):
             rows = {position: {"path": item.key, "status": ERROR, "output": "", "reason": reason}
                     for position, item, reason in batch.errors}
             kept_items = []

@@ -106,6 +106,8 @@ class ClassifyConfig(Settings):
     manifest: str = ""  # CSV, one row per input ("": OUTPUT/manifest.csv, per shard when sharded)
     # speed
     batch_size: int = 32  # images decoded and recorded together
+    max_image_bytes: int = 50_000_000  # an input larger than this is an error row, never read into memory
+    max_image_pixels: int = 100_000_000  # an image declaring more pixels is an error row, never decoded
     micro_batch: int = 0  # images per model call (0: 32 on a CPU, the whole batch on a GPU)
     streams: int = 1  # parallel branches in each model call (0 or 1: one; 2 can help on CPUs with few cores)
     image_size: int = 0  # pixels per side (0: the members' input size)
@@ -125,6 +127,8 @@ class ClassifyConfig(Settings):
         need(self.mode in MODES, "mode", f"use one of {', '.join(MODES)}")
         need(self.batch_size >= 1, "batch_size", "must be at least 1")
         need(self.micro_batch >= 0, "micro_batch", "must be >= 0")
+        need(self.max_image_bytes >= 1, "max_image_bytes", "must be at least 1")
+        need(self.max_image_pixels >= 1, "max_image_pixels", "must be at least 1")
         need(self.streams >= 0, "streams", "must be >= 0")
         need(self.image_size == 0 or self.image_size >= 32, "image_size", "must be 0 or at least 32")
         need(self.crop in CROPS + ("",), "crop", f"use one of {', '.join(CROPS)}")

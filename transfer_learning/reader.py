@@ -5,15 +5,21 @@ Python generator reading the shard in place). A bad input must not stop the run
 nor vanish: decoding errors drop the element (`ignore_errors`), the stream notices
 the gap in the items' running indices, and only then is that one input decoded
 again eagerly to name the reason (bad inputs are rare, so this costs nothing).
+Poison inputs never reach a decoder: a file or tar member over `max_bytes`, or an
+image whose header declares more than `max_pixels` (a decompression bomb: a few KB
+of PNG can declare 40 000 × 40 000 pixels), becomes an error row at once.
 """
 
 from __future__ import annotations
 
+import io
 import logging
+import os
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import tensorflow as tf
+from PIL import Image
 
 from data.pipeline import decode_and_resize
 from transfer_learning.sources import Item, ItemReader
@@ -32,10 +38,38 @@ class Batch:
     positions: list[int]  # each decoded item's position in the item list
 
 
+MAX_BYTES = 50_000_000  # per input; GLDv2 photos are well under 1 MB
+MAX_PIXELS = 100_000_000  # per input, as declared by its header (PIL warns from 89 M)
+
+
 def _first_line(err: BaseException) -> str:
     message = getattr(err, "message", None) or str(err)
     message = message.strip()
     return message.splitlines()[0][:200] if message else type(err).__name__
+
+
+def poison_reason(item: Item, data: bytes | None, max_bytes: int, max_pixels: int) -> str | None:
+    """Why an input must not be decoded (too many bytes or declared pixels), else None.
+
+    Reads only the image header (PIL opens lazily); `data` for tar members, the file otherwise.
+    """
+    try:
+        size = item.size if item.tar else os.path.getsize(item.path)
+    except OSError:
+        return None  # the pipeline names the read error
+    if size > max_bytes:
+        return f"too large: {size} bytes (limit {max_bytes}, --max-image-bytes)"
+    try:
+        with Image.open(io.BytesIO(data) if item.tar else item.path) as image:
+            width, height = image.size
+    except Image.DecompressionBombError as err:  # PIL's own check, at twice its warning limit
+        return f"too many pixels ({_first_line(err)}); a decompression bomb?"
+    except Exception:  # noqa: BLE001 — not an image PIL knows: the decoder names the reason
+        return None
+    if width * height > max_pixels:
+        return (f"too many pixels: {width} x {height} declared (limit {max_pixels}, "
+                "--max-image-pixels; a decompression bomb?)")
+    return None
 
 
 def image_error(data: bytes, image_size: int = 32, crop: str = "stretch") -> str | None:
@@ -71,7 +105,8 @@ def failure_reason(item: Item, reader: ItemReader, image_size: int, crop: str) -
 
 
 def read_batches(items: Sequence[Item], image_size: int, crop: str = "stretch",
-                 batch_size: int = 32) -> Iterator[Batch]:
+                 batch_size: int = 32, max_bytes: int = MAX_BYTES,
+                 max_pixels: int = MAX_PIXELS) -> Iterator[Batch]:
     """Decoded batches of `items` (none of which may carry an `error`), in order."""
     items = list(items)
     if not items:
@@ -82,15 +117,19 @@ def read_batches(items: Sequence[Item], image_size: int, crop: str = "stretch",
         reader = ItemReader()
         try:
             for index, item in enumerate(items):
-                if item.tar:
+                data = b""
+                if item.tar and item.size <= max_bytes:
                     try:
                         data = reader.read(item)
                     except Exception as err:  # noqa: BLE001 — recorded, the element then fails to decode
                         read_errors[index] = f"unreadable: {_first_line(err)}"
-                        data = b""
-                    yield index, "", data
-                else:
-                    yield index, item.path, b""
+                        yield index, "", b""
+                        continue
+                poison = poison_reason(item, data, max_bytes, max_pixels)
+                if poison:  # never decoded: the gap it leaves reports this reason
+                    read_errors[index] = poison
+                    continue
+                yield index, ("" if item.tar else item.path), data
         finally:
             reader.close()
 
