@@ -85,6 +85,10 @@ def is_tfrecord_source(source) -> bool:
 
 
 def _tfrecord_files(folder: Path) -> list[str]:
+    """A folder's shards: those its index.json lists (a packing's own), else every .tfrecord."""
+    index = folder / "index.json"
+    if index.exists():
+        return [str(folder / name) for name in json.loads(index.read_text())["shards"]]
     return sorted(str(p) for p in folder.iterdir() if p.name.endswith(TFRECORD_EXTENSIONS))
 
 
@@ -349,13 +353,16 @@ def write_tfrecords(
     """Pack a folder or list of images into sharded, pre-resized TFRecords.
 
     Shards are written under temporary names and renamed when complete, and
-    `index.json` (counts, size, skipped files) is written last, so an interrupted
-    conversion never looks finished. Returns the index.
+    `index.json` (counts, size, skipped files, the shards) is written last, so an
+    interrupted conversion never looks finished; then the shards of an earlier packing
+    into the same folder are deleted, and readers only ever read the shards the index
+    lists. Returns the index.
     """
     if image_format not in ("jpeg", "png"):
         raise DataError(f"unknown image format {image_format!r}; use jpeg or png")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    (out / "index.json").unlink(missing_ok=True)  # the folder is unfinished until the new one
     paths = find_images(source)
     scan = check_images(paths)
     if not scan.good:
@@ -396,6 +403,9 @@ def write_tfrecords(
         "skipped": [{"path": p, "reason": r} for p, r in scan.bad],
     }
     write_text(out / "index.json", json.dumps(index, indent=2))
+    for stale in out.glob("images-*-of-*.tfrecord"):
+        if stale.name not in shard_files:
+            stale.unlink()
     log.info("wrote %d images in %d shards to %s (%d skipped)",
              len(names), num_shards, out, len(scan.bad))
     return index

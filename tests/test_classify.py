@@ -484,3 +484,26 @@ def test_a_decompression_bomb_and_an_oversized_member_become_error_rows(tmp_path
     assert rows["big.png"]["status"] == "error" and "too large" in rows["big.png"]["reason"]
     assert rows["small.png"]["status"] == "kept"
     assert len(rows) == len(expected) + 4
+
+
+def test_links_in_a_tar_and_names_that_are_not_utf8_get_rows(tmp_path, members):
+    photos = tmp_path / "photos"
+    write_photos(photos, 3)
+    good = (photos / "sub0" / "photo_0000.png").read_bytes()
+    with open(os.path.join(os.fsencode(photos), b"caf\xe9.png"), "wb") as f:  # a Latin-1 file name
+        f.write(good)
+    shard = tmp_path / "images_001.tar"
+    with tarfile.open(shard, "w") as tar:
+        info = tarfile.TarInfo("a/real.png")
+        info.size = len(good)
+        tar.addfile(info, io.BytesIO(good))
+        link = tarfile.TarInfo("a/link.png")
+        link.type, link.linkname = tarfile.SYMTYPE, "a/real.png"
+        tar.addfile(link)
+    output = tmp_path / "out"
+    assert classify.main(argv_for([photos, shard], members, output)) == 0
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in read_manifest(output / "manifest.csv").to_dict("records")}
+    assert rows["link.png"]["status"] == "error" and "symbolic link" in rows["link.png"]["reason"]
+    assert rows["real.png"]["status"] == "kept"
+    assert rows["caf\\xe9.png"]["status"] == "kept"  # classified like any photo, its name escaped
+    assert len(rows) == 3 + 1 + 2

@@ -208,6 +208,19 @@ def test_tfrecords_shard_over_workers(tmp_path):
     assert sorted(names) == [f"im{i}.png" for i in range(6)]
 
 
+def test_repacking_a_folder_leaves_no_stale_shards_to_mix_in(tmp_path):
+    for i in range(6):
+        _save(Image.fromarray(_photo(seed=i)), tmp_path / "src" / f"im{i}.png", "PNG")
+    pipeline.write_tfrecords(tmp_path / "src", tmp_path / "rec", 8, images_per_shard=2)  # 3 shards
+    for i in range(3, 6):
+        (tmp_path / "src" / f"im{i}.png").unlink()
+    index = pipeline.write_tfrecords(tmp_path / "src", tmp_path / "rec", 8, images_per_shard=2)  # 2 shards
+    assert sorted(p.name for p in (tmp_path / "rec").glob("*.tfrecord")) == sorted(index["shards"])
+    ds = pipeline.load_images(tmp_path / "rec", 8, shuffle=False, with_paths=True)
+    names = sorted(n.decode() for _, b in ds.as_numpy_iterator() for n in b)
+    assert names == ["im0.png", "im1.png", "im2.png"] and pipeline.count_images(tmp_path / "rec") == 3
+
+
 def test_cli_packs_a_folder_and_rejects_a_missing_one(tmp_path, capsys):
     for i in range(3):
         _save(Image.fromarray(_photo(seed=i)), tmp_path / "src" / f"im{i}.jpg", "JPEG")

@@ -22,7 +22,7 @@ import tensorflow as tf
 from PIL import Image
 
 from data.pipeline import decode_and_resize
-from transfer_learning.sources import Item, ItemReader
+from transfer_learning.sources import Item, ItemReader, printable
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +48,24 @@ def _first_line(err: BaseException) -> str:
     return message.splitlines()[0][:200] if message else type(err).__name__
 
 
-def poison_reason(item: Item, data: bytes | None, max_bytes: int, max_pixels: int) -> str | None:
-    """Why an input must not be decoded (too many bytes or declared pixels), else None.
-
-    Reads only the image header (PIL opens lazily); `data` for tar members, the file otherwise.
-    """
+def too_large(item: Item, max_bytes: int) -> str | None:
+    """Why an input must not even be read into memory (more than `max_bytes`), else None."""
     try:
         size = item.size if item.tar else os.path.getsize(item.path)
     except OSError:
         return None  # the pipeline names the read error
     if size > max_bytes:
         return f"too large: {size} bytes (limit {max_bytes}, --max-image-bytes)"
+    return None
+
+
+def too_many_pixels(item: Item, data: bytes, max_pixels: int) -> str | None:
+    """Why an image must not be decoded (its header declares more than `max_pixels`), else None.
+
+    Reads only the header (PIL opens lazily): `data` when given, else the file.
+    """
     try:
-        with Image.open(io.BytesIO(data) if item.tar else item.path) as image:
+        with Image.open(io.BytesIO(data) if data else item.path) as image:
             width, height = image.size
     except Image.DecompressionBombError as err:  # PIL's own check, at twice its warning limit
         return f"too many pixels ({_first_line(err)}); a decompression bomb?"
@@ -117,19 +122,22 @@ def read_batches(items: Sequence[Item], image_size: int, crop: str = "stretch",
         reader = ItemReader()
         try:
             for index, item in enumerate(items):
+                # Never decoded, nor even read: the gap each leaves reports its reason.
+                reason = too_large(item, max_bytes)
+                # Python reads tar members, and files whose names TensorFlow cannot take
+                # (not UTF-8); tf.data reads the rest.
+                in_python = bool(item.tar) or item.path != printable(item.path)
                 data = b""
-                if item.tar and item.size <= max_bytes:
+                if not reason and in_python:
                     try:
                         data = reader.read(item)
-                    except Exception as err:  # noqa: BLE001 — recorded, the element then fails to decode
-                        read_errors[index] = f"unreadable: {_first_line(err)}"
-                        yield index, "", b""
-                        continue
-                poison = poison_reason(item, data, max_bytes, max_pixels)
-                if poison:  # never decoded: the gap it leaves reports this reason
-                    read_errors[index] = poison
+                    except Exception as err:  # noqa: BLE001 — this input's error
+                        reason = f"unreadable: {_first_line(err)}"
+                reason = reason or too_many_pixels(item, data, max_pixels)
+                if reason:
+                    read_errors[index] = reason
                     continue
-                yield index, ("" if item.tar else item.path), data
+                yield index, "" if in_python else item.path, data
         finally:
             reader.close()
 

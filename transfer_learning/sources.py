@@ -66,10 +66,16 @@ def tar_items(path) -> list[Item]:
             archive, compressed = tarfile.open(path, "r:*"), True
         with archive:
             for info in archive:
-                if info.isfile() and _is_image(info.name):
-                    items.append(Item(key=f"{path}/{info.name}", name=f"{base}/{info.name}",
-                                      tar=path, member=info.name,
-                                      offset=-1 if compressed else info.offset_data, size=info.size))
+                if not _is_image(info.name) or info.isdir():
+                    continue
+                item = Item(key=f"{path}/{info.name}", name=f"{base}/{info.name}", tar=path,
+                            member=info.name, offset=-1 if compressed else info.offset_data,
+                            size=info.size)
+                if not info.isfile():  # a link or device named like an image: a row, never followed
+                    kind = "a symbolic link" if info.issym() else "a hard link" if info.islnk() else "a special file"
+                    item = Item(key=item.key, name=item.name, tar=path, member=info.name,
+                                error=f"not a regular file in the tar: {kind}")
+                items.append(item)
     except (tarfile.TarError, EOFError, OSError) as err:
         if not items and not tarfile.is_tarfile(path):
             raise DataError(f"{path}: not a tar archive") from None
@@ -82,6 +88,12 @@ def tar_items(path) -> list[Item]:
 PARTIAL_DOWNLOAD = ".part"  # data.fetch's name for a file still downloading
 
 
+def printable(path: str) -> str:
+    """A path as text that any file can hold: bytes that are not UTF-8 (a name from another
+    system, kept by Python as surrogates) shown as \\xNN escapes, deterministically."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def _inside(path: str, folders: Sequence[str]) -> bool:
     return any(path == f or path.startswith(f.rstrip(os.sep) + os.sep) for f in folders)
 
@@ -90,7 +102,8 @@ def _folder_items(folder: Path, exclude: Sequence[str]) -> list[Item]:
     images = sorted(p for p in folder.rglob("*")
                     if p.is_file() and _is_image(p.name) and not _inside(str(p), exclude))
     if images:
-        return [Item(key=str(p), name=str(p.relative_to(folder)), path=str(p)) for p in images]
+        return [Item(key=printable(str(p)), name=printable(str(p.relative_to(folder))), path=str(p))
+                for p in images]
     # A folder of downloaded shards (images_000.tar, …) rather than of images.
     tars = sorted(p for p in folder.iterdir()
                   if p.is_file() and not p.name.endswith(PARTIAL_DOWNLOAD) and is_tar(p))
@@ -126,10 +139,10 @@ def list_items(inputs: Sequence[str], exclude: Sequence[str] = ()) -> list[Item]
                     name = os.path.relpath(entry, root)
                 except ValueError:
                     name = entry
-                items.append(Item(key=entry, name=name, path=entry))
+                items.append(Item(key=printable(entry), name=printable(name), path=entry))
         elif _is_image(path.name):
             if not _inside(str(path), exclude):
-                items.append(Item(key=str(path), name=path.name, path=str(path)))
+                items.append(Item(key=printable(str(path)), name=printable(path.name), path=str(path)))
         elif is_tar(path):
             items += tar_items(path)
         else:
