@@ -1,9 +1,11 @@
 """Downloading one file over HTTP: resumable, verified, with a progress bar.
 
-A download goes to `<file>.part` and is resumed with an HTTP Range request; it
-gets its final name only after its size (and md5, where one is published) has
-been checked, so a partial file is never taken for a complete one. A verified
-file that is already there means nothing to do.
+A download goes to `<file>.part` and is resumed with an HTTP Range request that
+carries If-Range (the server's ETag or Last-Modified from the first response), so a
+file that changed on the server is sent whole, never spliced onto old bytes. It
+gets its final name only after its size (and md5, where one is published) has been
+checked and it is on disk (fsync), so a partial file is never taken for a complete
+one. A verified file that is already there means nothing to do.
 """
 
 from __future__ import annotations
@@ -130,10 +132,31 @@ def _content_range(value: str | None) -> tuple[int | None, int | None]:
     return (int(start) if start else None), (int(total) if total and total != "*" else None)
 
 
-def _open(url: str, offset: int, timeout: float):
+def _validator_file(part: Path) -> Path:
+    """Beside a partial download: the server's ETag (or Last-Modified) for the bytes it holds."""
+    return part.with_name(part.name + ".validator")
+
+
+def _discard(part: Path) -> None:
+    """Delete a partial download and what it was resumed against."""
+    part.unlink(missing_ok=True)
+    _validator_file(part).unlink(missing_ok=True)
+
+
+def _validator(response) -> str | None:
+    """A strong ETag, else Last-Modified: what If-Range compares (RFC 9110 §13.1.5)."""
+    etag = response.headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return response.headers.get("Last-Modified")
+
+
+def _open(url: str, offset: int, timeout: float, validator: str | None = None):
     headers = {"User-Agent": _USER_AGENT, "Accept-Encoding": "identity"}
     if offset:
         headers["Range"] = f"bytes={offset}-"
+        if validator:  # the rest only if the file is unchanged; else the server sends it whole
+            headers["If-Range"] = validator
     return urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout)
 
 
@@ -147,13 +170,15 @@ def _transfer(url: str, part: Path, *, label: str, expected_size: int | None, pr
     failed = f"could not download {label} from {url}"
     offset = part.stat().st_size if part.exists() else 0
     if expected_size is not None and offset > expected_size:
-        part.unlink()
+        _discard(part)
         offset = 0
     if offset and offset == expected_size:
         return expected_size  # complete already: verification decides
+    validator_file = _validator_file(part)
     for _ in range(2):  # a second round only when the partial file cannot be resumed
+        validator = validator_file.read_text().strip() if offset and validator_file.exists() else None
         try:
-            response = _open(url, offset, timeout)
+            response = _open(url, offset, timeout, validator)
         except urllib.error.HTTPError as err:
             if err.code == 416 and offset:  # Range Not Satisfiable: nothing after `offset`
                 _, total = _content_range(err.headers.get("Content-Range"))
@@ -161,7 +186,7 @@ def _transfer(url: str, part: Path, *, label: str, expected_size: int | None, pr
                     return total
                 log.warning("%s: the server cannot resume %s; starting again from zero",
                             label, part)
-                part.unlink()
+                _discard(part)
                 offset = 0
                 continue
             raise DownloadError(f"{failed}: {_reason(err)}") from err
@@ -173,13 +198,13 @@ def _transfer(url: str, part: Path, *, label: str, expected_size: int | None, pr
                 if start != offset:  # not the range asked for: trust nothing we hold
                     log.warning("%s: the server answered from byte %s, not %d; starting again",
                                 label, start, offset)
-                    part.unlink(missing_ok=True)
+                    _discard(part)
                     offset = 0
                     continue
             else:
-                if offset:  # 200 to a Range request: this server cannot resume
-                    log.info("%s: the server does not resume downloads; starting again from zero",
-                             label)
+                if offset:  # 200 to a Range request: the file changed (If-Range), or no resuming
+                    log.info("%s: the server sends the whole file (changed since, or it does not "
+                             "resume downloads); starting again from zero", label)
                 offset = 0
                 length = response.headers.get("Content-Length")
                 total = int(length) if length and length.isdigit() else None
@@ -187,6 +212,12 @@ def _transfer(url: str, part: Path, *, label: str, expected_size: int | None, pr
                 raise DownloadError(f"{failed}: the server offers {total} bytes, "
                                     f"{expected_size} were expected")
             total = total if total is not None else expected_size
+            if offset == 0:  # what a later resume must match
+                fresh = _validator(response)
+                if fresh:
+                    validator_file.write_text(fresh + "\n")
+                else:
+                    validator_file.unlink(missing_ok=True)
             received = _stream(response, part, offset, total, label, progress, failed)
         if total is not None and received < total:
             raise DownloadError(f"{failed}: the connection closed after {received} of {total} "
@@ -253,16 +284,19 @@ def download_file(url: str, dest: Path, *, label: str | None = None, md5: str | 
                      timeout=timeout)
     got = part.stat().st_size
     if size is not None and got != size:
-        part.unlink()
+        _discard(part)
         raise DownloadError(f"{dest}: {got} bytes downloaded, {size} expected; "
                             "the partial file was deleted, run again")
     if md5 is not None:
         actual = _md5_of(part)
         if actual != md5:
-            part.unlink()
+            _discard(part)
             raise DownloadError(f"{dest}: md5 {actual} does not match the published {md5} "
                                 f"(from {url}); the corrupt download was deleted, run again")
+    with open(part, "rb+") as f:  # on disk before it has its name: presence means complete
+        os.fsync(f.fileno())
     os.replace(part, dest)
+    _discard(part)  # its validator
     if md5 is not None:
         _checked_file(dest).write_text(f"{md5}  {dest.name}\n")
     return dest

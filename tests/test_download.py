@@ -34,8 +34,11 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         start = 0
+        etag = f'"{hashlib.md5(data).hexdigest()}"'
+        if_range = self.headers.get("If-Range")
+        srv.if_ranges.append(if_range)
         match = re.fullmatch(r"bytes=(\d+)-", rng or "")
-        if match and srv.honour_range:
+        if match and srv.honour_range and if_range in (None, etag):
             start = int(match.group(1))
             if start >= len(data):
                 self.send_response(416)
@@ -47,6 +50,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         else:
             self.send_response(200)
+        self.send_header("ETag", etag)
         body = data[start:]
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -65,6 +69,7 @@ def server():
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.daemon_threads = True
     srv.files, srv.requests, srv.drop_once, srv.honour_range = {}, [], set(), True
+    srv.if_ranges = []
     srv.url = f"http://127.0.0.1:{srv.server_address[1]}"
     thread = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
@@ -387,3 +392,44 @@ def test_cli_downloads_gldv2_shards_and_prints_their_paths(server, tmp_path, cap
                           "--base-url", server.url, "--progress", "never"])
     assert code == 0
     assert capsys.readouterr().out.strip() == str(tmp_path / "gldv2/train/images_003")
+
+
+def test_a_file_changed_on_the_server_is_fetched_whole_not_spliced(server, tmp_path):
+    old, new = _payload(seed=1), _payload(seed=2)
+    server.files["/f.bin"] = old
+    server.drop_once.add("/f.bin")
+    with pytest.raises(DownloadError):
+        fetch.download_file(server.url + "/f.bin", tmp_path / "f.bin", progress=False)
+    assert 0 < (tmp_path / "f.bin.part").stat().st_size < len(old)
+    server.files["/f.bin"] = new  # same size, other bytes: only the ETag tells
+    fetch.download_file(server.url + "/f.bin", tmp_path / "f.bin", progress=False)
+    assert (tmp_path / "f.bin").read_bytes() == new
+    assert server.if_ranges[-1] == f'"{_md5(old)}"'  # the resume asked "only if still this file"
+    assert not list(tmp_path.glob("*.part*"))
+
+
+def test_an_unchanged_file_resumes_with_if_range(server, tmp_path):
+    data = _payload(seed=3)
+    server.files["/g.bin"] = data
+    server.drop_once.add("/g.bin")
+    with pytest.raises(DownloadError):
+        fetch.download_file(server.url + "/g.bin", tmp_path / "g.bin", progress=False)
+    fetch.download_file(server.url + "/g.bin", tmp_path / "g.bin", progress=False)
+    assert (tmp_path / "g.bin").read_bytes() == data
+    assert server.requests[-1][1].startswith("bytes=") and server.if_ranges[-1] == f'"{_md5(data)}"'
+
+
+def test_a_zip_bomb_or_too_many_members_is_refused_before_anything_is_written(tmp_path):
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("zeros.bin", b"\0" * 20_000_000)  # 20 MB in about 20 KB
+    with pytest.raises(UnsafeArchiveError, match="times its own size"):
+        archives.safe_extract(bomb, tmp_path / "out")
+    many = tmp_path / "many.tar"
+    many.write_bytes(_tar_bytes([(f"f{i}.txt", b"x") for i in range(20)]))
+    with pytest.raises(UnsafeArchiveError, match="20 members"):
+        archives.safe_extract(many, tmp_path / "out", archives.Limits(members=10))
+    with pytest.raises(UnsafeArchiveError, match="20 bytes, more than 10$"):
+        archives.safe_extract(many, tmp_path / "out", archives.Limits(total_bytes=10))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    assert archives.safe_extract(many, tmp_path / "out") == tmp_path / "out"  # the defaults allow it
