@@ -269,9 +269,10 @@ def test_train_scalars_are_means_of_the_steps_since_the_previous_point():
     from vae.monitor import ScalarLogger
 
     class Model:  # what the logger reads of the model
+        global_step = tf.Variable(0, dtype=tf.int64)
+
         class optimizer:
             learning_rate = 0.5
-            iterations = tf.Variable(0, dtype=tf.int64)
 
     logger = ScalarLogger("/unused", every=2)
     logger.set_model(Model())
@@ -283,7 +284,7 @@ def test_train_scalars_are_means_of_the_steps_since_the_previous_point():
         logger.on_epoch_begin(0)
         losses = [10.0, 20.0, 30.0, 50.0]
         for batch, loss in enumerate(losses):
-            Model.optimizer.iterations.assign(batch + 1)
+            Model.global_step.assign(batch + 1)
             running = float(np.mean(losses[:batch + 1]))  # what Keras passes: the round's running mean
             logger.on_train_batch_end(batch, {"loss": running})
     finally:

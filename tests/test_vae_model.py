@@ -130,13 +130,13 @@ def test_kl_warmup_and_capacity_schedules():
 
 
 def test_capacity_schedule_reaches_the_compiled_step():
-    """C comes from the optimizer's step inside the graph, not a frozen Python attribute."""
+    """C comes from the training step inside the graph, not a frozen Python attribute."""
     config = tiny(objective="annealed_vae", capacity_max=1000.0, capacity_steps=1, capacity_weight=1.0,
                   beta=0.0, gamma=0.0)
     vae = vae_model.build_vae(config)
     images = np.random.rand(4, 32, 32, 3).astype(np.float32)
     first = vae.test_on_batch(images, return_dict=True)  # step 0: C = 0 -> |KL - 0|
-    vae.optimizer.iterations.assign(5)  # C = 1000 from step 1 on
+    vae.global_step.assign(5)  # C = 1000 from step 1 on
     second = vae.test_on_batch(images, return_dict=True)
     assert first["loss"] == pytest.approx(first["reconstruction"] + first["kl"], rel=1e-4)
     assert second["loss"] == pytest.approx(second["reconstruction"] + 1000.0 - second["kl"], rel=1e-4)
@@ -201,3 +201,17 @@ def test_batchnorm_runs_the_fused_kernel_on_one_device():
     graph = tf.function(lambda x: layer(x, training=True)).get_concrete_function(
         tf.TensorSpec((2, 4, 4, 3), tf.float32)).graph
     assert any(op.type.startswith("FusedBatchNorm") for op in graph.get_operations())
+
+
+def test_skipped_mixed_float16_steps_still_count_as_steps():
+    # Loss scaling skips a step whose float16 gradients overflow, without advancing the
+    # optimizer's iterations; the VAE's own counter (checkpoints, logs, noise) still counts it.
+    vae = vae_model.build_vae(tiny(precision="mixed_float16", gamma=0.0))
+    vae.optimizer.dynamic_scale.assign(2.0 ** 120)  # overflows: the first steps are skipped
+    images = np.random.default_rng(0).random((24, 32, 32, 3)).astype(np.float32)
+    vae.fit(tf.data.Dataset.from_tensor_slices(images).batch(8), epochs=2, verbose=0)
+    assert int(vae.global_step.numpy()) == 6
+    assert int(vae.optimizer.iterations.numpy()) < 6
+    from vae.monitor import global_step
+
+    assert global_step(vae) == 6

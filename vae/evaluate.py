@@ -106,7 +106,7 @@ def evaluate_run(run_dir: Path) -> dict:
     splits = resolve_splits(config)
     load = dict(image_size=config.image_size, crop=config.crop, shuffle=False, batch_size=config.batch_size)
     metrics = evaluate(vae, pipeline.load_images(splits.test, **load), pipeline.load_images(splits.train, **load))
-    step = int(vae.optimizer.iterations.numpy())
+    step = int(vae.global_step.numpy())
     path = write_metrics({**metrics, "step": step}, run_dir, step)
     log.info("test: PSNR %.2f dB (mean-image baseline %.2f), SSIM %.3f, loss %.1f -> %s",
              metrics["test_psnr"], metrics["baseline_mean_image_psnr"], metrics["test_ssim"],

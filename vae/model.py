@@ -164,6 +164,12 @@ class VAE(keras.Model):
         self.feature_extractor = feature_extractor
         self.config = config
         self.sampling = Sampling(seed=config.seed, name="sampling")
+        # Training steps taken, skipped ones included: under mixed_float16 the loss-scale
+        # optimizer skips non-finite steps without counting them, so its `iterations`
+        # cannot number checkpoints, logs or the sampling noise. Saved with the weights.
+        self.global_step = self.add_weight(name="global_step", shape=(), dtype="int64",
+                                           initializer="zeros", trainable=False,
+                                           aggregation="only_first_replica")
         names = ["loss", "reconstruction", "kl", "total_correlation", "perceptual", "active_dims"]
         if config.objective.startswith("dip_vae"):
             names.append("dip")
@@ -233,7 +239,7 @@ class VAE(keras.Model):
             perceptual = tf.zeros_like(recon)
         batch_mean, batch_log_var = _global_batch(z_mean), _global_batch(z_log_var)
         tc = losses.total_correlation(z, batch_mean, batch_log_var)
-        step = self.optimizer.iterations if self.optimizer is not None else 0
+        step = self.global_step
         terms = {"reconstruction": recon, "kl": kl, "total_correlation": tc, "perceptual": perceptual}
         if config.objective == "annealed_vae":
             regulariser = losses.capacity_objective(kl, self.capacity(step), config.capacity_weight)
@@ -268,7 +274,7 @@ class VAE(keras.Model):
         local = tf.shape(z)[0]
         z = tf.stop_gradient(tf.cast(z, tf.float32))
         seed = tf.stack([tf.constant(self.config.seed * 2 + 3, tf.int64),
-                         tf.cast(self.optimizer.iterations, tf.int64)])
+                         tf.cast(self.global_step, tf.int64)])
         permuted = losses.permute_dims(_global_batch(z), seed)[replica * local:(replica + 1) * local]
         real, fake = self.discriminator(z, training=True), self.discriminator(permuted, training=True)
         per_sample = losses.discriminator_loss(real, fake)
@@ -280,7 +286,7 @@ class VAE(keras.Model):
         context = tf.distribute.get_replica_context()
         replica = tf.cast(context.replica_id_in_sync_group if context else 0, tf.int64)
         replicas = context.num_replicas_in_sync if context else 1
-        step = tf.cast(self.optimizer.iterations, tf.int64) if stream == 0 else tf.constant(0, tf.int64)
+        step = tf.cast(self.global_step, tf.int64) if stream == 0 else tf.constant(0, tf.int64)
         return tf.stack([tf.constant(self.config.seed * 2 + stream, tf.int64), step * replicas + replica])
 
     def _update_trackers(self, terms, kl_dims):
@@ -317,6 +323,7 @@ class VAE(keras.Model):
         variables = self.vae_variables
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply(gradients, variables)
+        self.global_step.assign_add(1)
         return self._update_trackers(terms, kl_dims)
 
     def test_step(self, data):

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 
 def global_step(model) -> int:
-    return int(model.optimizer.iterations.numpy())
+    """Training steps taken (skipped mixed-precision steps included): the VAE's own counter."""
+    return int(model.global_step.numpy())
 
 
 class NonFiniteGuard(keras.callbacks.Callback):

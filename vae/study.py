@@ -197,7 +197,7 @@ def _train_and_measure(spec: Spec, seed: int, args) -> dict:
     quality = evaluate.image_quality(images, recon)
     result = {
         "id": run_id, "objective": spec.objective, "settings": dict(spec.settings), "seed": seed,
-        "steps": int(vae.optimizer.iterations.numpy()), "batch_size": config.batch_size,
+        "steps": int(vae.global_step.numpy()), "batch_size": config.batch_size,
         "train_s": round(train_s, 1), "metrics_s": round(time.perf_counter() - start, 1),
         **{k: v for k, v in scores.items()},
         "test_psnr": float(np.mean(quality["psnr"])),
