@@ -90,7 +90,9 @@ def test_mirrored_gradients_equal_single_device_gradients(gamma, tolerance):
     dict(objective="annealed_vae", capacity_max=5.0, capacity_steps=10, capacity_weight=100.0),
     dict(objective="beta_tc_vae", beta=6.0, network="disentanglement_lib", likelihood="bernoulli"),
     dict(objective="factor_vae", factor_gamma=10.0, network="disentanglement_lib", likelihood="bernoulli"),
-], ids=["beta_tc_vae", "dip_vae_i", "dip_vae_ii", "annealed_vae", "beta_tc_vae-dlib-bernoulli", "factor_vae"])
+    dict(clipnorm=1.0),  # clipping active: the gradient's norm is in the hundreds
+], ids=["beta_tc_vae", "dip_vae_i", "dip_vae_ii", "annealed_vae", "beta_tc_vae-dlib-bernoulli", "factor_vae",
+        "clipnorm"])
 def test_every_objective_on_two_replicas_equals_one_device(changes):
     # The batch-level terms (TC, DIP) see the global batch through a differentiable all-gather.
     config = tiny(gamma=0.0, **changes)
@@ -113,3 +115,17 @@ def test_auto_strategy_is_default_on_cpu_and_multi_worker_with_a_cluster(monkeyp
                                     '"task": {"type": "worker", "index": 1}}')
     assert distribute.cluster_spec_from_env() is not None
     assert distribute.worker_index() == 1 and not distribute.is_chief()
+
+
+def test_clipnorm_clips_the_global_batch_gradient_by_its_global_norm():
+    # Equal on two replicas and one device: the `clipnorm` case of the test above.
+    config = tiny(gamma=0.0, clipnorm=1.0)
+    images = np.random.default_rng(1).random((8, 32, 32, 3)).astype(np.float32)
+    keras.utils.set_random_seed(2)
+    vae = build_vae(config)
+    _quiet_noise(vae)
+    trainable = {id(v) for v in vae.vae_variables}
+    delta, _, _ = _one_sgd_step(vae, images, tf.distribute.get_strategy())
+    moved = [d for d, w in zip(delta, vae.weights) if id(w) in trainable]
+    norm = np.sqrt(sum(float(np.sum(np.square(d))) for d in moved))
+    assert norm == pytest.approx(1e-3, rel=1e-3)  # SGD, lr 1e-3: |Δw| = lr·min(|g|, clipnorm)

@@ -229,6 +229,10 @@ def test_a_config_file_changes_only_the_settings_it_names(tmp_path):
 def test_a_resume_takes_its_settings_from_the_run_directory(finished_run):
     # No flags but the run directory: the saved config.json is the run's settings.
     assert cli.main(["train", "--run-dir", str(finished_run), "--quiet"]) == 0
+    # The remedies the non-finite-loss error suggests are accepted on a resume.
+    assert cli.main(["train", "--run-dir", str(finished_run), "--quiet", "--learning-rate", "1e-4",
+                     "--clipnorm", "1.0"]) == 0
+    assert json.loads((finished_run / "config.json").read_text())["clipnorm"] == 1.0
 
 
 def test_each_cluster_task_backs_up_into_its_own_folder(monkeypatch):

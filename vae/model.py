@@ -322,9 +322,29 @@ class VAE(keras.Model):
             terms = {**terms, "discriminator_loss": d_per_sample, "discriminator_accuracy": d_accuracy}
         variables = self.vae_variables
         gradients = tape.gradient(scaled, variables)
+        if self.config.clipnorm > 0:
+            gradients = self._clip_global_norm(gradients, replicas)
         self.optimizer.apply(gradients, variables)
         self.global_step.assign_add(1)
         return self._update_trackers(terms, kl_dims)
+
+    def _clip_global_norm(self, gradients, replicas: int):
+        """Clip the GLOBAL batch's gradient by its global norm (`clipnorm`), as one device would.
+
+        Keras's clipnorm clips each tensor on its own, and each replica's part before the
+        cross-replica sum. Here the replicas' gradients are summed first, clipped as one
+        vector, and each replica passes 1/N of the result, which the optimizer sums back.
+        Under loss scaling the threshold is scaled alike (a non-finite step stays
+        non-finite and is skipped).
+        """
+        context = tf.distribute.get_replica_context()
+        if replicas > 1:
+            gradients = context.all_reduce(tf.distribute.ReduceOp.SUM, gradients)
+        threshold = tf.constant(self.config.clipnorm, tf.float32)
+        if isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            threshold = threshold * tf.cast(self.optimizer.dynamic_scale, tf.float32)
+        clipped, _ = tf.clip_by_global_norm(gradients, threshold)
+        return [g / replicas for g in clipped] if replicas > 1 else clipped
 
     def test_step(self, data):
         images = data[0] if isinstance(data, tuple) else data
@@ -375,9 +395,7 @@ def build_vae(config: VAEConfig, *, vgg_from_checkpoint: bool = False) -> VAE:
         )
     discriminator = build_discriminator(config) if config.objective == "factor_vae" else None
     vae = VAE(encoder, decoder, extractor, config=config, discriminator=discriminator, name="vae")
-    optimizer = keras.optimizers.Adam(
-        learning_rate_schedule(config), clipnorm=config.clipnorm or None
-    )
+    optimizer = keras.optimizers.Adam(learning_rate_schedule(config))  # clipping: VAE.train_step
     if config.precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     vae.compile(optimizer=optimizer, jit_compile=config.jit_compile)
