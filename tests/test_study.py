@@ -56,6 +56,15 @@ def test_metrics_recomputed_from_the_grid_file_equal_the_json(finished):
         assert again[key] == result[key]
 
 
+def test_remeasure_recomputes_the_metrics_from_the_code_table(finished):
+    base, _, spec = finished
+    path = base / "results" / f"{spec.run_id(0)}.json"
+    result = json.loads(path.read_text())
+    path.write_text(json.dumps({**result, "mig": -1.0}))  # as if an earlier metric had a bug
+    assert study.main(["remeasure", "--results", str(base / "results")]) == 0
+    assert json.loads(path.read_text())["mig"] == result["mig"]
+
+
 def test_report_writes_table_plot_and_readme_section(finished, tmp_path):
     base, _, _ = finished
     readme = tmp_path / "README.md"

@@ -1,6 +1,7 @@
 """A disentanglement study that survives interruptions: (objective, hyperparameter, seed) runs.
 
     python -m vae.study run [--only ID ...] [--steps 30000] [--seeds 0,1,2]
+    python -m vae.study remeasure      # every run's metrics again, from its saved code table
     python -m vae.study report
 
 Every run trains disentanglement_lib's 64-px network (Bernoulli likelihood, Adam 1e-4,
@@ -36,6 +37,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from common.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +121,24 @@ def measure(codes: np.ndarray, seed: int, samples: int = 10_000, votes: int = 10
 
 
 def _write_json(data: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    write_json(path, data, indent=1, sort_keys=False)
+
+
+def remeasure(results_folder) -> list[str]:
+    """Recompute every finished run's metrics from its code table with this code; the ids rewritten.
+
+    The runs' training facts (steps, wall time, PSNR) stay; the metrics, labels and
+    information matrix are replaced, so a correction to a metric reaches every run
+    without retraining.
+    """
+    done = []
+    for path in sorted(Path(results_folder).glob("*.json")):
+        result = json.loads(path.read_text())
+        codes = np.load(path.with_suffix(".npz"))["codes"]
+        result.update(measure(codes, result["seed"], result["metric_samples"], result["metric_votes"]))
+        _write_json(result, path)
+        done.append(result["id"])
+    return done
 
 
 def traversal_picture(decoder, z: np.ndarray, labels: list[str], steps: int = 7) -> np.ndarray:
@@ -349,6 +367,8 @@ def parse_args(argv):
     run.add_argument("--threads", type=int, default=0,
                      help="TensorFlow threads (0: all cores); on 2 cores, two study processes of "
                           "1 thread each train more steps per second than one of 2")
+    again = sub.add_parser("remeasure", help="recompute every finished run's metrics from its code table")
+    again.add_argument("--results", default=str(RESULTS))
     rep = sub.add_parser("report", help="table, plot and README section from the results folder")
     rep.add_argument("--results", default=str(RESULTS))
     rep.add_argument("--readme", default="README.md", help="README whose study section is rewritten ('' : none)")
@@ -361,6 +381,9 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "remeasure":
+        print("\n".join(remeasure(args.results)) or "no finished runs")
+        return 0
     if args.command == "report":
         try:
             summary = report(args.results, Path(args.readme) if args.readme else None,
