@@ -61,6 +61,32 @@ def synthetic_folder(root, count: int, size: int, seed: int) -> Path:
     return folder
 
 
+def combination_key(levels) -> str:
+    """The text a combination of factor levels is split by: "2-0-1-3-0-2-1-0"."""
+    return "-".join(str(int(v)) for v in levels)
+
+
+def _split_by_combination(folder: Path, validation: float, test: float) -> Splits:
+    """Rendered façades split by a hash of their factor combination, not their file name.
+
+    Random draws repeat combinations (15 552 exist), and a file-name split put the same
+    image in train and test; here every copy of a combination lands in one split.
+    """
+    import pandas as pd
+
+    frame = pd.read_csv(folder / "factors.csv")
+    levels = frame.drop(columns=["file"]).to_numpy()
+    fractions = np.array([pipeline.split_fraction(combination_key(row)) for row in levels])
+    parts = {"test": fractions < test, "validation": (fractions >= test) & (fractions < test + validation),
+             "train": fractions >= test + validation}
+    splits = {name: [str(folder / f) for f in frame["file"][mask]] for name, mask in parts.items()}
+    for name in SPLITS:
+        if not splits[name]:
+            raise DataError(f"{folder}: the {name} split is empty ({len(frame)} images); "
+                            "add images or change --validation-fraction / --test-fraction")
+    return Splits(**splits, factors_csv=folder / "factors.csv")
+
+
 def synthetic_grid(size: int, validation: float, test: float) -> Splits:
     """Every factor combination of the synthetic façades once, rendered in memory at `size`.
 
@@ -73,8 +99,7 @@ def synthetic_grid(size: int, validation: float, test: float) -> Splits:
     factors = facades.all_factors()
     log.info("rendering all %d synthetic façade combinations at %d px in memory", len(factors), size)
     images = facades.render_facades(factors, size)
-    keys = ["-".join(map(str, row)) for row in factors]
-    fractions = np.array([pipeline.split_fraction(k) for k in keys])
+    fractions = np.array([pipeline.split_fraction(combination_key(row)) for row in factors])
     masks = {"test": fractions < test, "validation": (fractions >= test) & (fractions < test + validation),
              "train": fractions >= test + validation}
     for name in SPLITS:
@@ -123,8 +148,7 @@ def resolve(
     """Find (downloading or rendering if needed) the three splits of a dataset."""
     if name == "synthetic":
         folder = synthetic_folder(root, synthetic_count, image_size, seed)
-        splits = hash_split(folder, validation, test)
-        return Splits(splits.train, splits.validation, splits.test, folder / "factors.csv")
+        return _split_by_combination(folder, validation, test)
     if name == "synthetic_grid":
         return synthetic_grid(image_size, validation, test)
     if name in ("reduced_128", "reduced_256"):

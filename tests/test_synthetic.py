@@ -275,3 +275,23 @@ def test_cli_reports_an_unwritable_output_in_one_line(tmp_path, capsys):
     assert synthetic.main(["--out", str(blocker), "--count", "2", "--size", "32"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:")
+
+
+def test_synthetic_splits_keep_every_copy_of_a_combination_in_one_split(tmp_path):
+    import pandas as pd
+
+    from data import datasets
+
+    # 1 500 random draws from 15 552 combinations repeat some; by file name they would straddle splits.
+    splits = datasets.resolve("synthetic", tmp_path, image_size=16, synthetic_count=1500, seed=3,
+                              validation=0.1, test=0.1)
+    table = pd.read_csv(splits.factors_csv).set_index("file")
+
+    def combinations(paths):
+        return {datasets.combination_key(table.loc[Path(p).name]) for p in paths}
+
+    train, test = combinations(splits.train), combinations(splits.test)
+    assert len(splits.test) > 50 and not train & test and not combinations(splits.validation) & train
+    assert len(splits.train) + len(splits.validation) + len(splits.test) == 1500
+    repeated = table.apply(datasets.combination_key, axis=1).duplicated().sum()
+    assert repeated > 0  # the case this guards against does occur
