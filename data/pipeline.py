@@ -63,6 +63,7 @@ class ReadOptions:
     with_paths: bool = False  # (image, path) pairs instead of images
     num_shards: int = 1  # split the images over this many workers...
     shard_index: int = 0  # ...and read this worker's part
+    start: int = 0  # with shuffle and repeat: the element of the endless seeded stream to begin at
 
     def __post_init__(self):
         if self.crop not in CROP_MODES:
@@ -247,15 +248,39 @@ def _finish(ds: tf.data.Dataset, options: ReadOptions, shuffle_buffer: int) -> t
     return ds.prefetch(AUTOTUNE)
 
 
+def shuffled_stream(count: int, seed: int, start: int = 0) -> tf.data.Dataset:
+    """Endless sample indices: epoch e is a permutation of range(count) seeded by (seed, e).
+
+    Element g of the stream is a pure function of (seed, g), so a run resumed at step s
+    starts at element s·batch and sees exactly the images the uninterrupted run saw;
+    a shuffle buffer's state would be lost with the process.
+    """
+    seed = tf.constant(int(seed or 0), tf.int64)
+    last = tf.constant(count - 1, tf.int64)
+
+    def index(g):
+        epoch, position = g // count, g % count
+        return tf.raw_ops.RandomIndexShuffle(
+            index=position, seed=tf.stack([seed, epoch, tf.constant(0, tf.int64)]), max_index=last)
+
+    return tf.data.Dataset.range(int(start), np.iinfo(np.int64).max).map(index, num_parallel_calls=AUTOTUNE)
+
+
 def dataset_from_paths(paths: Sequence[str], image_size: int = 128, **options) -> tf.data.Dataset:
     """Images (or (image, path) pairs) from files already known to decode; see ReadOptions."""
     opts = ReadOptions(**options)
     if not paths:
         raise DataError("no images to read")
-    ds = tf.data.Dataset.from_tensor_slices(list(paths))
+    stream = opts.shuffle and opts.repeat and not opts.cache
+    if stream:  # an endless, exactly resumable order (see shuffled_stream)
+        table = tf.constant(list(paths))
+        ds = shuffled_stream(len(paths), opts.seed, opts.start).map(lambda i: tf.gather(table, i))
+        opts = dataclasses.replace(opts, repeat=False)
+    else:
+        ds = tf.data.Dataset.from_tensor_slices(list(paths))
     if opts.num_shards > 1:
         ds = ds.shard(opts.num_shards, opts.shard_index)
-    if opts.shuffle and not opts.cache:
+    if opts.shuffle and not opts.cache and not stream:
         # Shuffling paths is free; shuffling decoded images would need a big buffer.
         ds = ds.shuffle(len(paths), seed=opts.seed, reshuffle_each_iteration=True)
 
@@ -281,13 +306,16 @@ def dataset_from_array(images: np.ndarray, image_size: int = 128, **options) -> 
     # Shuffle and batch indices, then gather whole batches: per-image map calls would
     # cost as much as a small model's training step.
     count = len(images)
-    ds = tf.data.Dataset.range(count)
+    if opts.shuffle and opts.repeat:  # an endless, exactly resumable order
+        ds = shuffled_stream(count, opts.seed, opts.start)
+    else:
+        ds = tf.data.Dataset.range(count)
+        if opts.shuffle:
+            ds = ds.shuffle(count, seed=opts.seed, reshuffle_each_iteration=True)
+        if opts.repeat:
+            ds = ds.repeat()
     if opts.num_shards > 1:
         ds = ds.shard(opts.num_shards, opts.shard_index)
-    if opts.shuffle:
-        ds = ds.shuffle(count, seed=opts.seed, reshuffle_each_iteration=True)
-    if opts.repeat:
-        ds = ds.repeat()
     table = tf.constant(images)
 
     def gather(index):

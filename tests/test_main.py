@@ -294,3 +294,51 @@ def test_train_scalars_are_means_of_the_steps_since_the_previous_point():
     finally:
         tf.summary.scalar = tf_scalar
     assert [v for tag, v in written if tag == "loss/loss"] == [15.0, 40.0]  # not the running 27.5
+
+
+def _weights(path: Path) -> list:
+    import h5py
+
+    out = []
+    with h5py.File(path, "r") as f:
+        f.visititems(lambda key, item: out.append((key, item[()])) if isinstance(item, h5py.Dataset) else None)
+    return out
+
+
+@pytest.mark.slow
+def test_a_run_killed_twice_ends_bit_identical_to_an_uninterrupted_run(tmp_path):
+    """Exact resume: weights, optimizer, step, noise AND the data stream continue where they were."""
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+
+    def command(run_dir):
+        return [sys.executable, str(ROOT / "main.py"), "train", *TINY, "--deterministic", "--max-steps", "40",
+                "--run-dir", str(run_dir), "--data-root", str(tmp_path / "datasets")]
+
+    subprocess.run(command(tmp_path / "clean"), env=env, check=True, capture_output=True, timeout=300)
+    rng = np.random.default_rng()
+    killed = tmp_path / "killed"
+    metadata = killed / "backup" / "worker-0" / "training_metadata.json"
+    for at_least in sorted(rng.choice(np.arange(1, 8), size=2, replace=False)):  # two random rounds
+        process = subprocess.Popen(command(killed), env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        deadline = time.time() + 240
+        try:
+            while True:
+                assert process.poll() is None and time.time() < deadline, "no chance to kill it"
+                try:
+                    if json.loads(metadata.read_text())["epoch"] >= at_least:
+                        break
+                except (FileNotFoundError, json.JSONDecodeError, KeyError):
+                    pass
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.3))  # somewhere inside the next round
+            process.send_signal(signal.SIGKILL)
+        finally:
+            process.wait()
+        assert process.returncode == -signal.SIGKILL
+        assert not (killed / "vae.weights.h5").exists()
+    subprocess.run(command(killed), env=env, check=True, capture_output=True, timeout=300)
+    clean, resumed = _weights(tmp_path / "clean" / "vae.weights.h5"), _weights(killed / "vae.weights.h5")
+    assert [k for k, _ in clean] == [k for k, _ in resumed] and len(clean) > 20
+    different = [k for (k, a), (_, b) in zip(clean, resumed) if not np.array_equal(a, b)]
+    assert different == []

@@ -69,6 +69,22 @@ RESUMABLE_CHANGES = {"epochs", "max_steps", "monitor_every", "log_every", "check
                      "monitor_dir", "data_root", "learning_rate", "clipnorm"}
 
 
+def resume_step(vae: VAE, backup_dir: Path) -> int:
+    """The global step a run resumes from: the one in its backup (0 for a new run).
+
+    Read by loading the backup's weights now (BackupAndRestore loads them again when
+    `fit` starts), because the data stream must be built to begin at that step.
+    """
+    for name in ("latest.weights.h5", "latest.weights.h5.bkp"):  # the second: the previous backup
+        if (backup_dir / name).exists():
+            try:
+                vae.load_weights(str(backup_dir / name))
+            except (OSError, ValueError):
+                continue
+            return int(vae.global_step.numpy())
+    return 0
+
+
 def monitor_images(config: VAEConfig, splits: datasets.Splits) -> np.ndarray:
     """The fixed images of the reconstruction grid: --monitor-dir or the validation split."""
     source = config.monitor_dir or splits.validation
@@ -102,14 +118,6 @@ def train(config: VAEConfig, run_dir, *, verbose: int | None = None) -> VAE:
              train_count, rounds * config.validate_every, rounds, config.validate_every,
              config.batch_size, replicas)
 
-    load = dict(image_size=config.image_size, crop=config.crop, cache=config.cache)
-    train_ds = pipeline.load_images(
-        splits.train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
-        repeat=True, drop_remainder=True, **load)
-    val_ds = pipeline.load_images(splits.validation, batch_size=config.batch_size,
-                                  shuffle=False, **load)
-    train_ds, val_ds = distribute.shard_by_data(strategy, train_ds, val_ds)
-
     # Initial weights, data order and noise follow --seed; --deterministic also fixes
     # the order of floating-point reductions (CPU: bit-identical runs; slower).
     keras.utils.set_random_seed(config.seed)
@@ -117,13 +125,25 @@ def train(config: VAEConfig, run_dir, *, verbose: int | None = None) -> VAE:
         tf.config.experimental.enable_op_determinism()
     with strategy.scope():
         vae = build_vae(config)
+    backup_dir = run_dir / "backup" / distribute.task_name()
+    start = resume_step(vae, backup_dir)
+
+    load = dict(image_size=config.image_size, crop=config.crop, cache=config.cache)
+    # The training stream continues where the backup's step left it: a resumed run sees
+    # the images the uninterrupted run saw, in the same order (not the first batches again).
+    train_ds = pipeline.load_images(
+        splits.train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
+        repeat=True, drop_remainder=True, start=start * config.batch_size, **load)
+    val_ds = pipeline.load_images(splits.validation, batch_size=config.batch_size,
+                                  shuffle=False, **load)
+    train_ds, val_ds = distribute.shard_by_data(strategy, train_ds, val_ds)
 
     chief = distribute.is_chief()
     guard = monitor.NonFiniteGuard()
     callbacks: list[keras.callbacks.Callback] = [
         guard,  # first: it must see a bad loss before anything saves the weights
         monitor.SafeBackupAndRestore(
-            run_dir / "backup" / distribute.task_name(), guard,
+            backup_dir, guard,
             save_freq="epoch", double_checkpoint=True, delete_checkpoint=False),
     ]
     if chief:
