@@ -215,3 +215,15 @@ def test_skipped_mixed_float16_steps_still_count_as_steps():
     from vae.monitor import global_step
 
     assert global_step(vae) == 6
+
+
+def test_validation_is_bounded_by_default_and_whole_on_request():
+    from vae.train import validation_batches
+
+    # The original's cadence: validate every 100 steps. A 5 % split of 400 000 photos would be
+    # 625 batches of 32 per validation; by default it is a tenth of the round.
+    assert validation_batches(VAEConfig(validate_every=100)) == 10
+    assert validation_batches(VAEConfig(validate_every=100, validation_steps=0)) is None
+    assert validation_batches(VAEConfig(validate_every=100, validation_steps=7)) == 7
+    with pytest.raises(ConfigError, match="--validation-steps"):
+        VAEConfig(data="synthetic", validation_steps=-2).validate()

@@ -79,7 +79,7 @@ class VAEConfig(Settings):
     checkpoint_every: int = 1000  # numbered weight checkpoints kept in checkpoints/
     monitor_count: int = 12  # images in each monitor grid (original: 12)
     monitor_dir: str = ""  # your own photos for the reconstruction grid (default: validation split)
-    validation_steps: int = 0  # batches per validation (0: the whole split)
+    validation_steps: int = -1  # batches per validation (-1: a tenth of validate_every, so it costs a few % of a round; 0: the whole split)
     # test and demo
     demo_count: int = 100  # images generated at the end (original: 100)
     temperature: float = 1.0  # scale of z ~ N(0, T^2 I) when generating
@@ -115,6 +115,7 @@ class VAEConfig(Settings):
         need(self.batch_size >= 1, "batch-size", f"must be at least 1, got {self.batch_size}")
         need(self.epochs >= 1, "epochs", "must be at least 1")
         need(self.max_steps >= 0, "max-steps", "must be >= 0")
+        need(self.validation_steps >= -1, "validation-steps", "must be -1 (auto), 0 (the whole split) or more")
         need(self.learning_rate > 0, "learning-rate", "must be > 0")
         need(self.decay_steps >= 1, "decay-steps", "must be at least 1")
         need(0 < self.decay_rate <= 1, "decay-rate", "must be in (0, 1]")

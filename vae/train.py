@@ -69,6 +69,16 @@ RESUMABLE_CHANGES = {"epochs", "max_steps", "monitor_every", "log_every", "check
                      "monitor_dir", "data_root", "learning_rate", "clipnorm"}
 
 
+def validation_batches(config: VAEConfig) -> int | None:
+    """Batches per validation: a tenth of a round by default (a 5 % split of 400 000 photos is
+    20 000 images, far more than 100 steps train on); None for the whole split."""
+    if config.validation_steps == 0:
+        return None
+    if config.validation_steps > 0:
+        return config.validation_steps
+    return max(1, math.ceil(config.validate_every / 10))
+
+
 def resume_step(vae: VAE, backup_dir: Path) -> int:
     """The global step a run resumes from: the one in its backup (0 for a new run).
 
@@ -158,7 +168,7 @@ def train(config: VAEConfig, run_dir, *, verbose: int | None = None) -> VAE:
     with distribute.quiet_end_of_data():
         vae.fit(
             train_ds, epochs=rounds, steps_per_epoch=config.validate_every,
-            validation_data=val_ds, validation_steps=config.validation_steps or None,
+            validation_data=val_ds, validation_steps=validation_batches(config),
             callbacks=callbacks, verbose=distribute.fit_verbosity(verbose),
             shuffle=False,  # the dataset shuffles
         )
