@@ -208,3 +208,32 @@ def test_a_random_base_passes_signal_only_with_calibrated_batchnorm(tmp_path):
     init = save_base_init(tmp_path / "base.weights.h5", "MobileNet", 32, seed=1, images=images)
     rebuilt = build_member("MobileNet", 32, str(init), dense_units=4)
     assert keras.Model(rebuilt.input, rebuilt.get_layer("head_flatten").output)(images).numpy().std() > 0.1
+
+
+def test_members_with_bare_operations_are_scored_in_any_precision():
+    # MobileNetV3's hard-swish writes `x + 3`: a keras.ops Add node in the graph, not a layer,
+    # which takes no dtype (it crashed for_inference). It follows its inputs' dtype instead.
+    from transfer_learning.ensemble import for_inference
+
+    inputs = keras.Input((8, 8, 3), name="images")
+    x = keras.layers.Conv2D(4, 3, name="conv")(inputs)
+    x = keras.layers.BatchNormalization(name="bn")(x + 3.0)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="score")(x))
+    images = np.random.default_rng(0).random((4, 8, 8, 3)).astype(np.float32)
+    expected = np.asarray(model(images, training=False))
+    for precision, tolerance in (("float32", 1e-5), ("mixed_bfloat16", 2e-2)):
+        scored = for_inference(model, precision)
+        assert scored.get_layer("conv").compute_dtype == ("float32" if precision == "float32" else "bfloat16")
+        np.testing.assert_allclose(np.asarray(scored(images, training=False)), expected, atol=tolerance)
+
+
+@pytest.mark.parametrize("backbone", ["MobileNetV3Small", "EfficientNetB0"])
+def test_members_of_other_backbones_go_through_the_engine(backbone):
+    member = build_member(backbone, 32, "none", dense_layers=1, dense_units=8, seed=0, name="m")
+    images = np.random.default_rng(0).random((4, 32, 32, 3)).astype(np.float32)
+    expected = np.asarray(member(images, training=False))
+    ensemble = Ensemble([for_inference(member, "mixed_bfloat16"), for_inference(member, "float32")])
+    _, scores = ensemble.run(tf.constant(images), [0, 1])
+    np.testing.assert_allclose(np.asarray(scores)[:, 1], expected[:, 0], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(scores)[:, 0], expected[:, 0], atol=2e-2)

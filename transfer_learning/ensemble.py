@@ -48,12 +48,15 @@ def for_inference(model: keras.Model, precision: str = "float32", *, fuse_batchn
     stock = [layer for layer in model.layers if type(layer) is layers.BatchNormalization]
     if (not stock or not fuse_batchnorm) and all(
             layer.dtype_policy.name == ("float32" if layer.name in keep else precision)
-            for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)):
+            for layer in model.layers
+            if isinstance(layer, layers.Layer) and not isinstance(layer, keras.layers.InputLayer)):
         return model  # nothing to change: no copy
 
     def clone(layer):
         config = layer.get_config()
-        if layer.name not in keep:
+        # Layers take the policy; bare operations of the graph (`x + 3` in MobileNetV3's
+        # hard-swish is a keras.ops Add, not a layer) take no dtype and follow their inputs.
+        if layer.name not in keep and isinstance(layer, layers.Layer):
             config["dtype"] = keras.DTypePolicy(precision)
         fuse = fuse_batchnorm and type(layer) is layers.BatchNormalization
         kind = GlobalBatchNormalization if fuse else layer.__class__
