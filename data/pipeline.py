@@ -263,7 +263,7 @@ def shuffled_stream(count: int, seed: int, start: int = 0) -> tf.data.Dataset:
         return tf.raw_ops.RandomIndexShuffle(
             index=position, seed=tf.stack([seed, epoch, tf.constant(0, tf.int64)]), max_index=last)
 
-    return tf.data.Dataset.range(int(start), np.iinfo(np.int64).max).map(index, num_parallel_calls=AUTOTUNE)
+    return tf.data.Dataset.counter(int(start)).map(index, num_parallel_calls=AUTOTUNE)  # infinite cardinality
 
 
 def dataset_from_paths(paths: Sequence[str], image_size: int = 128, **options) -> tf.data.Dataset:

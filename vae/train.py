@@ -168,7 +168,9 @@ def train(config: VAEConfig, run_dir, *, verbose: int | None = None) -> VAE:
     with distribute.quiet_end_of_data():
         vae.fit(
             train_ds, epochs=rounds, steps_per_epoch=config.validate_every,
-            validation_data=val_ds, validation_steps=validation_batches(config),
+            validation_data=val_ds,
+            # Keras 3.15 under MultiWorker fails to start a validation of a set step count.
+            validation_steps=None if distribute.is_multi_worker(strategy) else validation_batches(config),
             callbacks=callbacks, verbose=distribute.fit_verbosity(verbose),
             shuffle=False,  # the dataset shuffles
         )
