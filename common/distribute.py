@@ -73,6 +73,19 @@ def is_multi_worker(strategy) -> bool:
     return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
 
 
+def validation_steps(strategy, steps: int | None) -> int | None:
+    """The `validation_steps` to give `fit`: `steps`, except under MultiWorker.
+
+    Keras 3.15 cannot start a validation of a set number of steps under
+    MultiWorkerMirroredStrategy (its distributed iterator fails), so there every
+    validation covers the whole split (None) and the cap applies on one machine only.
+    """
+    if steps and is_multi_worker(strategy):
+        log.info("MultiWorker: each validation covers the whole split (validation_steps ignored)")
+        return None
+    return steps
+
+
 def check_global_batch(batch_size: int, strategy) -> None:
     """Refuse a global batch that does not split evenly over the replicas (`--batch-size`)."""
     from common.config import ConfigError

@@ -129,3 +129,14 @@ def test_clipnorm_clips_the_global_batch_gradient_by_its_global_norm():
     moved = [d for d, w in zip(delta, vae.weights) if id(w) in trainable]
     norm = np.sqrt(sum(float(np.sum(np.square(d))) for d in moved))
     assert norm == pytest.approx(1e-3, rel=1e-3)  # SGD, lr 1e-3: |Δw| = lr·min(|g|, clipnorm)
+
+
+def test_validation_steps_are_kept_on_one_machine_and_dropped_under_multiworker():
+    from unittest import mock
+
+    one_machine = distribute.make_strategy("default")
+    many = mock.MagicMock(spec=tf.distribute.MultiWorkerMirroredStrategy)
+    assert distribute.validation_steps(one_machine, 7) == 7
+    assert distribute.validation_steps(one_machine, None) is None
+    assert distribute.validation_steps(many, 7) is None  # Keras 3.15 cannot start a capped one there
+    assert distribute.validation_steps(many, None) is None

@@ -95,6 +95,61 @@ def test_every_kind_decodes_to_the_same_picture(mixed_folder):
             assert np.abs(image - reference).mean() < 0.03, name
 
 
+def test_structural_check_and_full_decode_reject_the_same_bad_files(mixed_folder):
+    root, good, bad = mixed_folder
+    paths = pipeline.find_images(root)
+    quick, full = pipeline.check_images(paths), pipeline.check_images(paths, decode=True)
+    assert quick.good == full.good and sorted(str(Path(p).relative_to(root)) for p in quick.good) == good
+    assert [p for p, _ in quick.bad] == [p for p, _ in full.bad]
+    reasons = {Path(p).name: r for p, r in quick.bad}
+    assert reasons["zero.jpg"] == "empty file" and reasons["text.jpg"].startswith("not an image")
+    assert reasons["truncated.jpg"].startswith("corrupt or truncated: JPEG")
+
+
+def test_a_file_checked_once_is_not_read_again_until_it_changes(tmp_path, monkeypatch):
+    path = _save(Image.fromarray(_photo()), tmp_path / "a.png", "PNG")
+    reads = []
+    real = pipeline._check_structure
+    monkeypatch.setattr(pipeline, "_check_structure", lambda p: reads.append(p) or real(p))
+    assert pipeline.check_images([str(path)]).good == [str(path)]
+    assert pipeline.check_images([str(path)]).good == [str(path)] and len(reads) == 1
+    path.write_bytes(path.read_bytes()[:-20])  # truncated in place: size and mtime change
+    scan = pipeline.check_images([str(path)])
+    assert len(reads) == 2 and scan.good == [] and "PNG without its IEND" in scan.bad[0][1]
+
+
+def test_checks_kept_in_a_file_spare_a_new_process_the_reads(tmp_path, monkeypatch):
+    paths = [str(_save(Image.fromarray(_photo(seed=i)), tmp_path / f"im{i}.png", "PNG")) for i in range(3)]
+    kept = tmp_path / "run" / "file-checks.json"
+    with pipeline.checks_kept_in(kept):
+        assert pipeline.check_images(paths).good == paths
+    assert len(json.loads(kept.read_text())) >= 3
+    pipeline.forget_checks()  # as a new process
+    reads = []
+    real = pipeline._check_structure
+    monkeypatch.setattr(pipeline, "_check_structure", lambda p: reads.append(p) or real(p))
+    Path(paths[1]).write_bytes(b"not a png any more")
+    with pipeline.checks_kept_in(kept):
+        scan = pipeline.check_images(paths)
+    assert reads == [paths[1]] and scan.good == [paths[0], paths[2]]
+    pipeline.forget_checks()
+    kept.write_text("{damaged")  # costs a new check, nothing else
+    with pipeline.checks_kept_in(kept):
+        assert pipeline.check_images(paths).good == [paths[0], paths[2]]
+    assert len(reads) == 4
+
+
+def test_a_file_that_passes_the_check_but_does_not_decode_is_dropped_not_fatal(tmp_path, caplog):
+    for i in range(3):
+        _save(Image.fromarray(_photo(seed=i)), tmp_path / f"im{i}.jpg", "JPEG")
+    # A JPEG's signature and end marker around garbage: the check passes, the decoder fails.
+    (tmp_path / "im1.jpg").write_bytes(b"\xff\xd8\xff\xe0" + bytes(range(256)) * 8 + b"\xff\xd9")
+    assert len(pipeline.check_images(pipeline.find_images(tmp_path)).good) == 3
+    ds = pipeline.load_images(tmp_path, 16, shuffle=False, with_paths=True, batch_size=None)
+    names = [Path(p.decode()).name for _, p in ds.as_numpy_iterator()]
+    assert names == ["im0.jpg", "im2.jpg"]
+
+
 def test_center_crop_keeps_aspect_ratio_and_stretch_does_not(tmp_path):
     # Left third red, middle third green, right third blue, 30x90: a centre crop is all green.
     strip = np.zeros((30, 90, 3), np.uint8)

@@ -285,7 +285,8 @@ def train_member(index: int, config: TrainConfig, run_dir: Path, data, strategy,
         best.stage = stage_logger.stage = stage
         history = model.fit(train_ds, epochs=(position + 1) * config.epochs_per_stage,
                             initial_epoch=position * config.epochs_per_stage, steps_per_epoch=steps,
-                            validation_data=val_ds, validation_steps=config.validation_steps or None,
+                            validation_data=val_ds,
+                            validation_steps=distribute.validation_steps(strategy, config.validation_steps or None),
                             callbacks=callbacks, verbose=verbose, shuffle=False)  # the dataset shuffles
         losses = history.history.get("loss", [])
         if losses and not all(math.isfinite(v) for v in losses):

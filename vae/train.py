@@ -12,6 +12,7 @@ Run directory:
     logs/train, logs/validation, logs/test   TensorBoard
     monitor/                reconstruction and generation grids over training
     history.csv             per-round train and validation losses
+    file-checks.json        each image file's check (a resume stats the files, not reads them)
     encoder.keras, decoder.keras, vae.weights.h5   exported at the end
 """
 
@@ -21,6 +22,7 @@ import logging
 import math
 import sys
 from pathlib import Path
+from typing import Sequence
 
 import keras
 import numpy as np
@@ -109,71 +111,77 @@ def monitor_latents(config: VAEConfig) -> np.ndarray:
     return rng.standard_normal((config.monitor_count, config.latent_dim)).astype(np.float32)
 
 
-def train(config: VAEConfig, run_dir, *, verbose: int | None = None) -> VAE:
-    """Train (or resume) a β-VAE in `run_dir`; returns the trained model."""
+def train(config: VAEConfig, run_dir, *, verbose: int | None = None,
+          callbacks: Sequence[keras.callbacks.Callback] = ()) -> VAE:
+    """Train (or resume) a β-VAE in `run_dir`; returns the trained model.
+
+    callbacks: extra Keras callbacks, run after the run's own (e.g. to time steps).
+    """
     # MultiWorker needs its strategy before any other TensorFlow op runs.
     strategy = distribute.make_strategy(config.strategy)
     replicas = strategy.num_replicas_in_sync
     distribute.check_global_batch(config.batch_size, strategy)
     splits = resolve_splits(config)
     run_dir = prepare_run_dir(config, run_dir)
-    train_count = pipeline.count_images(splits.train)
-    steps_per_epoch = train_count // config.batch_size
-    if steps_per_epoch == 0:
-        raise ConfigError(f"--batch-size: {config.batch_size} is larger than the "
-                          f"{train_count} training images")
-    total_steps = config.max_steps or config.epochs * steps_per_epoch
-    rounds = math.ceil(total_steps / config.validate_every)
-    log.info("training on %d images: %d steps (%d rounds of %d), global batch %d over %d replica(s)",
-             train_count, rounds * config.validate_every, rounds, config.validate_every,
-             config.batch_size, replicas)
+    # File checks are kept in the run directory: a resume stats its files, not reads them.
+    with pipeline.checks_kept_in(run_dir / "file-checks.json"):
+        train_count = pipeline.count_images(splits.train)
+        steps_per_epoch = train_count // config.batch_size
+        if steps_per_epoch == 0:
+            raise ConfigError(f"--batch-size: {config.batch_size} is larger than the "
+                              f"{train_count} training images")
+        total_steps = config.max_steps or config.epochs * steps_per_epoch
+        rounds = math.ceil(total_steps / config.validate_every)
+        log.info("training on %d images: %d steps (%d rounds of %d), global batch %d over %d replica(s)",
+                 train_count, rounds * config.validate_every, rounds, config.validate_every,
+                 config.batch_size, replicas)
 
-    # Initial weights, data order and noise follow --seed; --deterministic also fixes
-    # the order of floating-point reductions (CPU: bit-identical runs; slower).
-    keras.utils.set_random_seed(config.seed)
-    if config.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    with strategy.scope():
-        vae = build_vae(config)
-    backup_dir = run_dir / "backup" / distribute.task_name()
-    start = resume_step(vae, backup_dir)
+        # Initial weights, data order and noise follow --seed; --deterministic also fixes
+        # the order of floating-point reductions (CPU: bit-identical runs; slower).
+        keras.utils.set_random_seed(config.seed)
+        if config.deterministic:
+            tf.config.experimental.enable_op_determinism()
+        with strategy.scope():
+            vae = build_vae(config)
+        backup_dir = run_dir / "backup" / distribute.task_name()
+        start = resume_step(vae, backup_dir)
 
-    load = dict(image_size=config.image_size, crop=config.crop, cache=config.cache)
-    # The training stream continues where the backup's step left it: a resumed run sees
-    # the images the uninterrupted run saw, in the same order (not the first batches again).
-    train_ds = pipeline.load_images(
-        splits.train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
-        repeat=True, drop_remainder=True, start=start * config.batch_size, **load)
-    val_ds = pipeline.load_images(splits.validation, batch_size=config.batch_size,
-                                  shuffle=False, **load)
-    train_ds, val_ds = distribute.shard_by_data(strategy, train_ds, val_ds)
+        load = dict(image_size=config.image_size, crop=config.crop, cache=config.cache)
+        # The training stream continues where the backup's step left it: a resumed run sees
+        # the images the uninterrupted run saw, in the same order (not the first batches again).
+        train_ds = pipeline.load_images(
+            splits.train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
+            repeat=True, drop_remainder=True, start=start * config.batch_size, **load)
+        val_ds = pipeline.load_images(splits.validation, batch_size=config.batch_size,
+                                      shuffle=False, **load)
+        train_ds, val_ds = distribute.shard_by_data(strategy, train_ds, val_ds)
 
-    chief = distribute.is_chief()
-    guard = monitor.NonFiniteGuard()
-    callbacks: list[keras.callbacks.Callback] = [
-        guard,  # first: it must see a bad loss before anything saves the weights
-        monitor.SafeBackupAndRestore(
-            backup_dir, guard,
-            save_freq="epoch", double_checkpoint=True, delete_checkpoint=False),
-    ]
-    if chief:
-        callbacks += [
-            monitor.StepCheckpoint(run_dir / "checkpoints", config.checkpoint_every, guard),
-            monitor.ScalarLogger(run_dir / "logs", config.log_every),
-            monitor.Monitor(run_dir / "logs", run_dir / "monitor", monitor_images(config, splits),
-                            monitor_latents(config), config.monitor_every,
-                            labeller=lambda encoder: visualize.dimension_labels(encoder, config, count=1000)),
-            keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+        chief = distribute.is_chief()
+        guard = monitor.NonFiniteGuard()
+        extra, callbacks = list(callbacks), [
+            guard,  # first: it must see a bad loss before anything saves the weights
+            monitor.SafeBackupAndRestore(
+                backup_dir, guard,
+                save_freq="epoch", double_checkpoint=True, delete_checkpoint=False),
         ]
-    with distribute.quiet_end_of_data():
-        vae.fit(
-            train_ds, epochs=rounds, steps_per_epoch=config.validate_every,
-            validation_data=val_ds,
-            # Keras 3.15 under MultiWorker fails to start a validation of a set step count.
-            validation_steps=None if distribute.is_multi_worker(strategy) else validation_batches(config),
-            callbacks=callbacks, verbose=distribute.fit_verbosity(verbose),
-            shuffle=False,  # the dataset shuffles
-        )
+        if chief:
+            callbacks += [
+                monitor.StepCheckpoint(run_dir / "checkpoints", config.checkpoint_every, guard),
+                monitor.ScalarLogger(run_dir / "logs", config.log_every),
+                monitor.Monitor(run_dir / "logs", run_dir / "monitor", monitor_images(config, splits),
+                                monitor_latents(config), config.monitor_every,
+                                labeller=lambda encoder: visualize.dimension_labels(encoder, config, count=1000)),
+                keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
+            ]
+        callbacks += extra
+        with distribute.quiet_end_of_data():
+            vae.fit(
+                train_ds, epochs=rounds, steps_per_epoch=config.validate_every,
+                validation_data=val_ds,
+                validation_steps=distribute.validation_steps(strategy, validation_batches(config)),
+                callbacks=callbacks, verbose=distribute.fit_verbosity(verbose),
+                shuffle=False,  # the dataset shuffles
+            )
     if guard.bad_step is not None:
         raise TrainingError(
             f"the loss became non-finite at step {guard.bad_step}; the last good state is in "
