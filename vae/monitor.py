@@ -81,6 +81,10 @@ class ScalarLogger(keras.callbacks.Callback):
     two curves of each loss term overlay in one chart. Keras's batch logs are running
     means since the start of the round; each train point here is the mean of the steps
     since the previous point (the trackers weigh every step equally: fixed batch size).
+
+    A round's points are written when the round ends, after its backup (put this
+    callback after BackupAndRestore): a run killed inside a round resumes at the
+    round's start without having logged any of its steps, so no step is logged twice.
     """
 
     def __init__(self, log_dir, every: int):
@@ -88,6 +92,7 @@ class ScalarLogger(keras.callbacks.Callback):
         self.log_dir, self.every = Path(log_dir), every
         self._writers: dict[str, tf.summary.SummaryWriter] = {}
         self._previous: tuple[int, dict] = (0, {})  # (steps into the round, running means)
+        self._pending: list[tuple[int, dict[str, float]]] = []  # this round's train points
 
     def writer(self, name: str):
         if name not in self._writers:
@@ -102,6 +107,7 @@ class ScalarLogger(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self._previous = (0, {})
+        self._pending = []
 
     def on_train_batch_end(self, batch, logs=None):
         step = global_step(self.model)
@@ -110,24 +116,36 @@ class ScalarLogger(keras.callbacks.Callback):
         count, means = batch + 1, {k: float(v) for k, v in (logs or {}).items()}
         previous_count, previous = self._previous
         self._previous = (count, means)
-        with self.writer("train").as_default(step=step):
-            for name, mean in means.items():
-                # Σ over the window = Σ since the round began − Σ up to the last point.
-                window = (mean * count - previous.get(name, 0.0) * previous_count) / (count - previous_count)
-                tf.summary.scalar(f"loss/{name}" if name != "active_dims" else "latent/active_dims", window)
-            tf.summary.scalar("optimizer/learning_rate", self._learning_rate())
+        point = {}
+        for name, mean in means.items():
+            # Σ over the window = Σ since the round began − Σ up to the last point.
+            window = (mean * count - previous.get(name, 0.0) * previous_count) / (count - previous_count)
+            point[f"loss/{name}" if name != "active_dims" else "latent/active_dims"] = window
+        point["optimizer/learning_rate"] = self._learning_rate()
+        self._pending.append((step, point))
+
+    def _write(self, run: str, points) -> None:
+        with self.writer(run).as_default():
+            for step, point in points:
+                for tag, value in point.items():
+                    tf.summary.scalar(tag, value, step=step)
+        self.writer(run).flush()
 
     def on_epoch_end(self, epoch, logs=None):
+        pending, self._pending = self._pending, []
+        if self.model.stop_training:
+            return  # an unfinished round (e.g. a non-finite loss): no backup holds it
+        self._write("train", pending)
         step = global_step(self.model)
-        values = {k[4:]: v for k, v in (logs or {}).items() if k.startswith("val_")}
-        if not values:
-            return
-        with self.writer("validation").as_default(step=step):
-            for name, value in values.items():
-                tf.summary.scalar(f"loss/{name}" if name != "active_dims" else "latent/active_dims",
-                                  float(value))
+        values = {k[4:]: float(v) for k, v in (logs or {}).items() if k.startswith("val_")}
+        if values:
+            self._write("validation", [(step, {
+                f"loss/{name}" if name != "active_dims" else "latent/active_dims": value
+                for name, value in values.items()})])
 
     def on_train_end(self, logs=None):
+        # Points of an unfinished round (training stopped inside it, e.g. a non-finite
+        # loss) are not written: a resume trains those steps again from the backup.
         for writer in self._writers.values():
             writer.flush()
 
