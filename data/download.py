@@ -1,8 +1,9 @@
 """The real datasets and the command line that fetches them: the original project's
-curated photos and the Google Landmarks Dataset v2 (GLDv2) train shards.
+curated photos, and the Google Landmarks Dataset v2 (GLDv2) train shards and metadata.
 
     python -m data.download reduced_128 --root datasets
     python -m data.download gldv2 --shards 0-9 --extract
+    python -m data.download gldv2_metadata      # train.csv + train_label_to_hierarchical.csv
 
 Every step is safe to interrupt and cheap to repeat: each file is downloaded
 resumably and verified (data/fetch.py), each archive checked and unpacked all
@@ -50,6 +51,10 @@ _ORIGINAL_URLS = {
 # GLDv2 train set, as documented in cvdfoundation/google-landmark's README and
 # download-dataset.sh: URL/train/images_000.tar ... images_499.tar, with md5sum
 # files at URL/md5sum/train/md5.images_000.txt ("<md5>  images_000.tar").
+# Its metadata, from the same README ("Download the labels and metadata"), sits at
+# URL/metadata/<name>.csv. No md5 is published for the metadata, so each CSV is checked
+# by the size the server announces and by its header, which must be exactly the columns
+# the README documents (GLDV2_METADATA below), before it gets its final name.
 # Override with `--base-url` or CASTLE_DREAMER_GLDV2_URL (same layout below it).
 GLDV2_BASE_URL = "https://s3.amazonaws.com/google-landmark"
 DATA_URL_ENV = "CASTLE_DREAMER_DATA_URL"
@@ -57,6 +62,12 @@ GLDV2_URL_ENV = "CASTLE_DREAMER_GLDV2_URL"
 # ============================================================================
 
 GLDV2_SHARDS = 500  # images_000.tar ... images_499.tar, ~1 GB each
+# GLDv2 metadata files (URL/metadata/<name>) and their documented header, in order.
+GLDV2_METADATA = {
+    "train.csv": ("id", "url", "landmark_id"),
+    "train_label_to_hierarchical.csv": ("landmark_id", "category", "supercategory",
+                                        "hierarchical_label", "natural_or_human_made"),
+}
 DOWNLOADS = "downloads"  # sub-folder of the data root that holds the archives
 
 
@@ -206,6 +217,51 @@ def fetch_gldv2_shards(root: Path, shards: Iterable[int], *, extract: bool = Fal
     return out
 
 
+def check_csv_header(path: Path, columns: Iterable[str]) -> None:
+    """Raise DownloadError unless `path` starts with the header `columns` and has a row after it.
+
+    What stands in for an md5 where none is published: an error page, a truncated
+    first block or another file under the same name fails it.
+    """
+    columns = list(columns)
+    with open(path, "rb") as f:
+        head = f.read(1 << 16).decode("utf-8-sig", errors="replace")
+    first, _, rest = head.partition("\n")
+    found = [c.strip().strip('"') for c in first.rstrip("\r").split(",")]
+    if found != columns:
+        shown = " ".join(first.split())[:80]
+        raise DownloadError(f"header {shown!r} is not the documented {','.join(columns)!r}")
+    if not rest.strip():
+        raise DownloadError("no rows after its header")
+
+
+def fetch_gldv2_metadata(root: Path, names: Iterable[str] = tuple(GLDV2_METADATA), *,
+                         base_url: str | None = None, progress=True) -> list[Path]:
+    """Download GLDv2 metadata CSVs into root/gldv2/metadata/, each checked by size and header.
+
+    names: keys of GLDV2_METADATA (default: all of them).
+    base_url: a mirror with the GLDv2 layout (metadata/); default
+        $CASTLE_DREAMER_GLDV2_URL, else GLDV2_BASE_URL.
+    Returns their paths, in the order of `names`. A file already there that passes
+    its header check is kept as it is.
+    """
+    base_url = (base_url or os.environ.get(GLDV2_URL_ENV) or GLDV2_BASE_URL).rstrip("/")
+    folder = Path(root) / "gldv2" / "metadata"
+    names = list(names)
+    for name in names:
+        if name not in GLDV2_METADATA:
+            raise ValueError(f"unknown GLDv2 metadata file {name!r}; known: {', '.join(GLDV2_METADATA)}")
+    out = []
+    for name in names:
+        columns = GLDV2_METADATA[name]
+        out.append(download_file(
+            f"{base_url}/metadata/{name}", folder / name, label=f"GLDv2 {name}", md5=None,
+            expected_size=None, progress=progress, timeout=60,
+            check=lambda path, columns=columns: check_csv_header(path, columns),
+        ))
+    return out
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -227,12 +283,13 @@ def parse_shards(text: str) -> list[int]:
 
 def main(argv: Iterable[str] | None = None) -> int:
     """CLI: exit 0 done, 1 download/check failed (one line on stderr), 2 usage error."""
-    known = [*DATASETS, "gldv2"]
+    known = [*DATASETS, "gldv2", "gldv2_metadata"]
     parser = argparse.ArgumentParser(
         prog="python -m data.download",
         description="Download, verify and unpack a dataset. "
                     + "; ".join(f"{k}: {v.description}" for k, v in DATASETS.items())
-                    + "; gldv2: Google Landmarks v2 train shards (with --shards).",
+                    + "; gldv2: Google Landmarks v2 train shards (with --shards)"
+                    + "; gldv2_metadata: GLDv2 " + " and ".join(GLDV2_METADATA) + ".",
     )
     parser.add_argument("name", help=f"one of: {', '.join(known)}")
     parser.add_argument("--root", default="datasets", help="data folder (default: datasets)")
@@ -267,7 +324,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     progress = {"auto": True, "always": "always", "never": False}[args.progress]
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        if args.name == "gldv2":
+        if args.name == "gldv2_metadata":
+            paths = fetch_gldv2_metadata(Path(args.root), base_url=args.base_url,
+                                         progress=progress)
+        elif args.name == "gldv2":
             paths = fetch_gldv2_shards(Path(args.root), shards, extract=args.extract,
                                        base_url=args.base_url, progress=progress,
                                        keep_archives=args.keep_archives)

@@ -21,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Callable
 
 import wget
 
@@ -253,7 +254,8 @@ def _stream(response, part: Path, offset: int, total: int | None, label: str, pr
 
 
 def download_file(url: str, dest: Path, *, label: str | None = None, md5: str | None = None,
-                  expected_size: int | None = None, progress=True, timeout: float = 60) -> Path:
+                  expected_size: int | None = None, progress=True, timeout: float = 60,
+                  check: Callable[[Path], None] | None = None) -> Path:
     """Download `url` to `dest` resumably and return `dest` once its size and md5 check out.
 
     The transfer is urllib's rather than the `wget` package's (which the original
@@ -266,16 +268,21 @@ def download_file(url: str, dest: Path, *, label: str | None = None, md5: str | 
         Content-Length / Content-Range is checked.
     progress: True draws a bar on a terminal only, "always" also elsewhere, False never.
     timeout: seconds a connection may stay silent.
+    check: a test of the content, for files published without an md5 (e.g. their
+        CSV header): called with the complete download before it gets its name, and
+        on a file already there; it raises DownloadError to reject the file, which is
+        then deleted.
     Raises DownloadError naming the file and the reason.
     """
     dest = Path(dest)
     label = label or dest.name
     md5 = md5.lower() if md5 else None
     if dest.exists():
-        if _already_verified(dest, md5, expected_size):
+        if _already_verified(dest, md5, expected_size) and _passes(check, dest):
             log.info("%s: already downloaded (%s)", label, dest)
             return dest
-        log.warning("%s does not match its published size or md5; downloading it again", dest)
+        log.warning("%s does not match its published size, md5 or content check; "
+                    "downloading it again", dest)
         remove_download(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     part = dest.with_name(dest.name + ".part")
@@ -293,6 +300,12 @@ def download_file(url: str, dest: Path, *, label: str | None = None, md5: str | 
             _discard(part)
             raise DownloadError(f"{dest}: md5 {actual} does not match the published {md5} "
                                 f"(from {url}); the corrupt download was deleted, run again")
+    if check is not None:
+        try:
+            check(part)
+        except DownloadError as err:
+            _discard(part)
+            raise DownloadError(f"{dest} (from {url}): {err}; the download was deleted") from err
     with open(part, "rb+") as f:  # on disk before it has its name: presence means complete
         os.fsync(f.fileno())
     os.replace(part, dest)
@@ -300,6 +313,18 @@ def download_file(url: str, dest: Path, *, label: str | None = None, md5: str | 
     if md5 is not None:
         _checked_file(dest).write_text(f"{md5}  {dest.name}\n")
     return dest
+
+
+def _passes(check: Callable[[Path], None] | None, path: Path) -> bool:
+    """Whether `path` passes a content check (True when there is none)."""
+    if check is None:
+        return True
+    try:
+        check(path)
+    except DownloadError as err:
+        log.warning("%s: %s", path, err)
+        return False
+    return True
 
 
 def remove_download(path: Path) -> None:

@@ -433,3 +433,84 @@ def test_a_zip_bomb_or_too_many_members_is_refused_before_anything_is_written(tm
         archives.safe_extract(many, tmp_path / "out", archives.Limits(total_bytes=10))
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
     assert archives.safe_extract(many, tmp_path / "out") == tmp_path / "out"  # the defaults allow it
+
+
+# --------------------------------------------------------------------------- GLDv2 metadata
+
+_TRAIN_CSV = b"id,url,landmark_id\n" + b"".join(
+    b"%016x,https://example.org/%d.jpg,%d\n" % (i, i, i % 7) for i in range(4000))
+_HIERARCHY_CSV = (b"landmark_id,category,supercategory,hierarchical_label,natural_or_human_made\n"
+                  b"0,http://commons.wikimedia.org/wiki/Category:X,church,church,human-made\n")
+
+
+def _serve_metadata(server, train=_TRAIN_CSV, hierarchy=_HIERARCHY_CSV):
+    server.files["/metadata/train.csv"] = train
+    server.files["/metadata/train_label_to_hierarchical.csv"] = hierarchy
+
+
+def test_catalogue_names_the_official_gldv2_metadata_urls(tmp_path, monkeypatch):
+    asked = []
+    monkeypatch.delenv(download.GLDV2_URL_ENV, raising=False)
+    monkeypatch.setattr(download, "download_file", lambda url, dest, **kw: asked.append(url) or dest)
+    paths = download.fetch_gldv2_metadata(tmp_path, progress=False)
+    assert asked == ["https://s3.amazonaws.com/google-landmark/metadata/train.csv",
+                     "https://s3.amazonaws.com/google-landmark/metadata/train_label_to_hierarchical.csv"]
+    assert paths == [tmp_path / "gldv2/metadata/train.csv",
+                     tmp_path / "gldv2/metadata/train_label_to_hierarchical.csv"]
+    assert download.GLDV2_METADATA["train_label_to_hierarchical.csv"] == (
+        "landmark_id", "category", "supercategory", "hierarchical_label", "natural_or_human_made")
+
+
+def test_gldv2_metadata_download_is_resumed_and_checked(server, tmp_path):
+    _serve_metadata(server)
+    server.drop_once.add("/metadata/train.csv")
+    folder = tmp_path / "gldv2/metadata"
+    with pytest.raises(DownloadError, match=r"train\.csv.*run again to resume"):
+        download.fetch_gldv2_metadata(tmp_path, base_url=server.url, progress=False)
+    assert not (folder / "train.csv").exists()
+    assert 0 < (folder / "train.csv.part").stat().st_size < len(_TRAIN_CSV)
+
+    paths = download.fetch_gldv2_metadata(tmp_path, base_url=server.url, progress=False)
+    assert [p.read_bytes() for p in paths] == [_TRAIN_CSV, _HIERARCHY_CSV]
+    assert ("/metadata/train.csv", f"bytes={len(_TRAIN_CSV) // 2}-") in server.requests
+    assert sorted(os.listdir(folder)) == ["train.csv", "train_label_to_hierarchical.csv"]
+    count = len(server.requests)
+    download.fetch_gldv2_metadata(tmp_path, base_url=server.url, progress=False)
+    assert len(server.requests) == count  # verified files are not fetched again
+
+
+def test_gldv2_metadata_with_another_header_is_rejected_and_deleted(server, tmp_path):
+    _serve_metadata(server, train=b"<html><body>Access Denied</body></html>\n<p>x</p>\n")
+    with pytest.raises(DownloadError) as info:
+        download.fetch_gldv2_metadata(tmp_path, ["train.csv"], base_url=server.url, progress=False)
+    message = str(info.value)
+    assert "train.csv" in message and "'id,url,landmark_id'" in message and "\n" not in message
+    assert "<html>" in message and "deleted" in message
+    assert _files_under(tmp_path / "gldv2/metadata") == []
+    _serve_metadata(server, hierarchy=b"landmark_id,category,supercategory,hierarchical_label,"
+                                      b"natural_or_human_made\n")  # a header and nothing else
+    with pytest.raises(DownloadError, match="no rows after its header"):
+        download.fetch_gldv2_metadata(tmp_path, ["train_label_to_hierarchical.csv"],
+                                      base_url=server.url, progress=False)
+
+
+def test_gldv2_metadata_already_there_but_wrong_is_fetched_again(server, tmp_path):
+    _serve_metadata(server)
+    folder = tmp_path / "gldv2/metadata"
+    folder.mkdir(parents=True)
+    (folder / "train.csv").write_text("id,landmark_id\n0123,5\n")  # another file of that name
+    (path,) = download.fetch_gldv2_metadata(tmp_path, ["train.csv"], base_url=server.url,
+                                            progress=False)
+    assert path.read_bytes() == _TRAIN_CSV
+    assert server.requests == [("/metadata/train.csv", None)]
+
+
+def test_cli_downloads_gldv2_metadata_and_prints_their_paths(server, tmp_path, capsys):
+    _serve_metadata(server)
+    code = download.main(["gldv2_metadata", "--root", str(tmp_path), "--base-url", server.url,
+                          "--progress", "never"])
+    assert code == 0
+    folder = tmp_path / "gldv2/metadata"
+    assert capsys.readouterr().out.split() == [str(folder / "train.csv"),
+                                               str(folder / "train_label_to_hierarchical.csv")]
+    assert download.main(["gldv2_metadata", "--shards", "0"]) == 2

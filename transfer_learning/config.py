@@ -1,7 +1,8 @@
-"""Settings of the two curation programs: one frozen dataclass each, with the original's defaults.
+"""Settings of the curation programs: one frozen dataclass each, with the original's defaults.
 
 `TrainConfig` is `python transfer_learning/train.py`, `ClassifyConfig` is
-`python transfer_learning/classify.py`. Flags, help texts and JSON files come from
+`python transfer_learning/classify.py`, `WeakLabelConfig` is
+`python -m transfer_learning.weak_labels`. Flags, help texts and JSON files come from
 `common.config` (tuples as several values: `--stages 0 1`); `--config x.json` sets
 the settings it names and explicit flags override the file.
 """
@@ -136,6 +137,28 @@ class ClassifyConfig(Settings):
         need(self.num_shards >= 1, "num_shards", "must be at least 1")
         need(0 <= self.shard_index < self.num_shards, "shard_index",
               f"{self.shard_index} is not in [0, {self.num_shards})")
+        return self
+
+
+@dataclass(frozen=True)
+class WeakLabelConfig(Settings):
+    """A pass-1 training set drawn from GLDv2 shards, labelled by GLDv2's own landmark metadata."""
+
+    input: tuple[str, ...] = ()  # GLDv2 .tar shards, unpacked shard folders, or folders of .tar shards
+    metadata: str = "datasets/gldv2/metadata"  # folder with train.csv and train_label_to_hierarchical.csv (python -m data.download gldv2_metadata)
+    label_map: str = ""  # table of metadata words -> building | not_building | ambiguous ("": transfer_learning/weak_label_map.csv)
+    output: str = "weak_pass1"  # folder written: building/, not_building/ (train.py --data), manifest.csv
+    per_class: int = 6000  # images in each class (both get fewer, the same number, if the shards hold fewer)
+    per_landmark: int = 5  # at most this many images of one landmark, so famous places do not dominate
+    seed: int = 0  # which images are drawn: the same seed and shards always give the same set
+
+    def validate(self) -> "WeakLabelConfig":
+        """Raise ConfigError naming the flag of the first invalid setting."""
+        need(bool(self.input), "input", "required: GLDv2 .tar shards or folders of them")
+        need(bool(self.metadata), "metadata", "required: the folder of the GLDv2 metadata CSVs")
+        need(bool(self.output), "output", "required: the folder to write")
+        need(self.per_class >= 1, "per_class", f"must be at least 1, got {self.per_class}")
+        need(self.per_landmark >= 1, "per_landmark", f"must be at least 1, got {self.per_landmark}")
         return self
 
 
