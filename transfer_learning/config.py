@@ -2,9 +2,11 @@
 
 `TrainConfig` is `python transfer_learning/train.py`, `ClassifyConfig` is
 `python transfer_learning/classify.py`, `WeakLabelConfig` is
-`python -m transfer_learning.weak_labels`. Flags, help texts and JSON files come from
-`common.config` (tuples as several values: `--stages 0 1`); `--config x.json` sets
-the settings it names and explicit flags override the file.
+`python -m transfer_learning.weak_labels`, `ReviewConfig` is
+`python -m transfer_learning.review` (labelling pass-2 photos by hand). Flags, help
+texts and JSON files come from `common.config` (tuples as several values:
+`--stages 0 1`); `--config x.json` sets the settings it names and explicit flags
+override the file.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from dataclasses import dataclass
 
 from common import config as settings
 from common.config import STRATEGIES, Settings, need
+from transfer_learning import quality
 
 PRECISIONS = ("float32", "mixed_bfloat16")  # float16 loss scaling is not wired into the members' training
 CROPS = ("stretch", "center")  # stretch: whole image resized (original) | center: centre square
 RULES = ("all", "mean", "majority")
 MODES = ("copy", "move", "link", "none")
+ORDERS = quality.NAMES + ("name",)
 
 
 @dataclass(frozen=True)
@@ -159,6 +163,30 @@ class WeakLabelConfig(Settings):
         need(bool(self.output), "output", "required: the folder to write")
         need(self.per_class >= 1, "per_class", f"must be at least 1, got {self.per_class}")
         need(self.per_landmark >= 1, "per_landmark", f"must be at least 1, got {self.per_landmark}")
+        return self
+
+
+@dataclass(frozen=True)
+class ReviewConfig(Settings):
+    """A review by hand for pass 2: which photos come first, what is decided without asking."""
+
+    order: str = "blur"  # shown first: blur (blurriest) | dark (darkest) | clipped | size (smallest) | aspect | name
+    batch: int = 1  # photos per page of the window (1-9); on a page, keys 1-9 mark the exceptions
+    auto_reject: str = ""  # reject without asking a photo whose score passes a rule, e.g. "blur<50,dark<0.1"
+    window: bool = True  # open the review window (--no-window: only --auto-reject, --apply-sheet, --sheet)
+    sheet: str = ""  # no window: write contact sheets (numbered PNG pages) and sheet.csv of the undecided here
+    apply_sheet: str = ""  # record the decisions typed into a sheet.csv (a or suitable, r or unsuitable)
+
+    def validate(self) -> "ReviewConfig":
+        """Raise ConfigError naming the flag of the first invalid setting."""
+        need(self.order in ORDERS, "order", f"use one of {', '.join(ORDERS)}")
+        need(1 <= self.batch <= 9, "batch", f"must be in 1-9 (one key per photo of a page), got {self.batch}")
+        try:
+            quality.parse_thresholds(self.auto_reject)
+        except quality.ThresholdError as err:
+            need(False, "auto_reject", str(err))
+        need(not self.apply_sheet or os.path.isfile(self.apply_sheet), "apply_sheet",
+             f"{self.apply_sheet}: no such file")
         return self
 
 
