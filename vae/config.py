@@ -46,7 +46,7 @@ class VAEConfig(Settings):
     likelihood: str = "sse"  # sse: sum of squared errors (original) | bernoulli: cross entropy on logits (disentanglement_lib)
     objective: str = "beta_vae"  # beta_vae | annealed_vae | beta_tc_vae | dip_vae_i | dip_vae_ii | factor_vae
     beta: float = 1.5  # β-VAE: weight of KL(q(z|x) || N(0, I)); β-TCVAE: weight of the total correlation
-    gamma: float = 0.001  # weight of the VGG16 perceptual loss (0 turns VGG off)
+    gamma: float = 4e-6  # weight of the VGG16 perceptual loss (0 turns VGG off); the original's 0.001 was for VGG fed [0, 1] pixels (benchmarks/perceptual_scale.py)
     perceptual_layer: str = "block2_conv2"  # VGG16 layer compared
     vgg_weights: str = "imagenet"  # imagenet | a local .h5/.weights.h5 file | none (random: tests only)
     capacity_max: float = 0.0  # annealed_vae (Burgess et al. 2018): KL capacity C in nats (library: c_max)
