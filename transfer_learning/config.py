@@ -19,6 +19,7 @@ PRECISIONS = ("float32", "mixed_bfloat16")  # float16 loss scaling is not wired 
 CROPS = ("stretch", "center")  # stretch: whole image resized (original) | center: centre square
 RULES = ("all", "mean", "majority")
 MODES = ("copy", "move", "link", "none")
+BN_MODES = ("inference", "train")  # what unfrozen BatchNorm layers do while fine-tuning
 
 
 @dataclass(frozen=True)
