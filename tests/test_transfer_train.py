@@ -220,6 +220,8 @@ def test_best_member_keeps_the_epoch_the_criterion_picks_and_never_a_worse_one(t
     before = path.read_bytes()
     rerun.on_epoch_end(0, _logs(0.99, 0.90, 0.5))
     assert path.read_bytes() == before
+    rerun.on_epoch_end(0, {**_logs(0.99, 0.99, 0.99), "val_loss": float("nan")})  # diverged
+    assert path.read_bytes() == before
     rerun.on_epoch_end(1, _logs(0.70, 0.95, 0.6))  # same F0.5, lower accuracy
     assert path.read_bytes() == before
     rerun.on_epoch_end(2, _logs(0.81, 0.95, 0.6))  # same F0.5, higher accuracy

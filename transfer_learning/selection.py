@@ -143,6 +143,8 @@ class BestMember(keras.callbacks.Callback):
         score = selection_score(logs, self.beta)
         if score is None or not score > self.best:
             return
+        if not all(math.isfinite(float(logs.get(k, 0.0))) for k in ("loss", "val_loss")):
+            return  # diverged weights score NaN, which no threshold passes: never a member
         self.best = score
         if not self.write:
             return
