@@ -52,3 +52,46 @@ def test_brightness_multiplies_by_a_factor_in_0_8_to_1_2():
     assert factors.max() - factors.min() > 0.3  # the whole range is used
     np.testing.assert_allclose(out, grey * factors[:, None, None, None], rtol=1e-6)  # multiplicative
     assert np.array_equal(np.asarray(RandomBrightnessScale()(grey, training=False)), grey)
+
+
+def _peaks(profile, centre):
+    """Sub-pixel positions of the brightest column left and right of `centre` in each row of (B, W)."""
+    positions = []
+    for half in (slice(0, centre), slice(centre + 1, profile.shape[1])):
+        part = profile[:, half]
+        columns = np.arange(profile.shape[1])[half]
+        peak = np.argmax(part, axis=1)
+        window = np.clip(peak[:, None] + np.arange(-2, 3), 0, part.shape[1] - 1)  # centroid of 5 px
+        weights = np.take_along_axis(part, window, axis=1)
+        positions.append((columns[window] * weights).sum(1) / weights.sum(1))
+    return positions
+
+
+def test_zoom_scales_width_and_height_independently_by_0_8_to_1_2():
+    # ImageDataGenerator(zoom_range=0.2) samples the input at z·x and z'·y, z and z' drawn
+    # independently from [0.8, 1.2]: the content shrinks or grows by 1/z in [0.83, 1.25].
+    size, gap = 101, 30
+    centre = size // 2
+    grid = np.zeros((128, size, size, 3), np.float32)
+    for offset in (-gap, gap):
+        grid[:, :, centre + offset, :] = 1.0  # two vertical lines: width
+        grid[:, centre + offset, :, :] = 1.0  # two horizontal lines: height
+    zoomed = np.asarray(_layer("RandomZoom")(grid, training=True))[..., 0]
+    scales = []
+    for axis in (1, 2):  # mean over rows: the vertical lines' profile; over columns: the horizontal ones'
+        left, right = _peaks(zoomed.mean(axis=axis), centre)
+        scales.append((right - left) / (2 * gap))
+    x, y = scales
+    for scale in (x, y):
+        assert scale.min() >= 1 / 1.2 - 0.02 and scale.max() <= 1 / 0.8 + 0.02
+        assert scale.min() < 0.87 and scale.max() > 1.18  # the whole range is used
+    assert np.abs(x - y).max() > 0.1 and abs(np.corrcoef(x, y)[0, 1]) < 0.3  # independent draws
+
+
+def test_flip_is_horizontal_only_and_about_half_the_time():
+    images = np.random.default_rng(0).random((200, 8, 8, 3)).astype(np.float32)
+    flipped = np.asarray(_layer("RandomFlip")(images, training=True))
+    mirrored = np.all(np.isclose(flipped, images[:, :, ::-1]), axis=(1, 2, 3))
+    same = np.all(np.isclose(flipped, images), axis=(1, 2, 3))
+    assert np.all(mirrored ^ same)  # each image is either left-right mirrored or untouched, never upside down
+    assert 70 < mirrored.sum() < 130

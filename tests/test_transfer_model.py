@@ -9,8 +9,9 @@ import tensorflow as tf
 
 from transfer_learning.ensemble import Ensemble, for_inference, split_member, trunk_fingerprint
 from transfer_learning.loading import load_member
-from transfer_learning.member import (SPLIT_LAYER, BackbonePreprocess, MemberError, build_member,
-                                      calibrate_batchnorm, save_base_init, set_stage, stage_layers)
+from transfer_learning.member import (SPLIT_LAYER, BackbonePreprocess, MemberError, base_layers,
+                                      build_member, calibrate_batchnorm, save_base_init, set_stage,
+                                      stage_layers, with_global_batchnorm)
 from common.batchnorm import GlobalBatchNormalization
 
 SIZE = 64  # DenseNet's pool4 output is 2x2 here: a real spatial tail, still cheap
@@ -76,9 +77,10 @@ def test_stages_unfreeze_only_conv5_never_the_shared_trunk(members):
         assert {w.path.split("/")[0] for w in member.trainable_weights} == {
             "head_dense_1", "head_dense_2", "head_dense_3", "score"}
         one = stage_layers(member, 1)
-        assert one and all(n.startswith(f"conv5_block{blocks}_") for n in one)
+        assert one[:-2] and all(n.startswith(f"conv5_block{blocks}_") for n in one[:-2])
+        assert one[-2:] == ["bn", "relu"]
         two = stage_layers(member, 2)
-        assert {n.split("_")[1] for n in two} == {f"block{b}" for b in range(3, blocks + 1)}
+        assert {n.split("_")[1] for n in two[:-2]} == {f"block{b}" for b in range(3, blocks + 1)}
         three = stage_layers(member, 3)
         assert set(three) >= set(two) | {"conv5_block1_0_bn", "conv5_block2_2_conv", "bn"}
         for stage in (1, 2, 3):
@@ -87,6 +89,78 @@ def test_stages_unfreeze_only_conv5_never_the_shared_trunk(members):
                                       and layer.weights}
     finally:
         set_stage(member, 0)
+
+
+def original_unfreeze_layers(names, increment, key="conv5_block32_"):
+    """The original's unfreeze_layers(increment), transcribed: from the first layer whose name
+    starts with key[:-increment] to the end."""
+    chosen, on = [], False
+    for name in names:
+        if name[:len(key) - increment] == key[:-increment]:
+            on = True
+        if on:
+            chosen.append(name)
+    return chosen
+
+
+def test_stage_sets_are_the_originals_unfreeze_layers(members):
+    member = members[0]
+    names = [layer.name for layer in base_layers(member)]
+    # DenseNet201's last conv5 block is 32, DenseNet121's 16: stage 1 is the last block of either.
+    assert stage_layers(member, 1) == original_unfreeze_layers(names, 1, key="conv5_block16_")
+    assert stage_layers(member, 2) == original_unfreeze_layers(names, 2)  # 'conv5_block3': blocks 3..16
+    assert stage_layers(member, 3) == original_unfreeze_layers(names, 3)  # 'conv5_block': all of conv5
+    for stage in (1, 2, 3):
+        assert stage_layers(member, stage)[-2:] == ["bn", "relu"]  # the final BatchNorm trains too
+    assert stage_layers(member, 2)[0] == "conv5_block3_0_bn" and stage_layers(member, 3)[0] == "conv5_block1_0_bn"
+    assert stage_layers(member, 0) == []
+
+
+def test_unfrozen_batchnorm_keeps_its_statistics_in_inference_mode_and_learns_them_in_train_mode(tmp_path):
+    keras.utils.set_random_seed(0)
+    images = np.random.default_rng(5).random((8, 32, 32, 3)).astype(np.float32)
+    labels = np.array([[0], [1]] * 4, np.float32)
+    # MobileNet (few layers: fast); its stage 3 is its last 10 % of layers, BatchNorms among them.
+    member = build_member("MobileNet", 32, "none", dense_layers=1, dense_units=4, seed=0)
+    calibrate_batchnorm(member, images)  # a random base passes signal only with real statistics
+    unfrozen = stage_layers(member, 3)
+    norms = [n for n in unfrozen if isinstance(member.get_layer(n), keras.layers.BatchNormalization)]
+    conv = next(n for n in unfrozen if isinstance(member.get_layer(n), keras.layers.Conv2D))
+    assert len(norms) >= 2 and norms[-1] == "conv_pw_13_bn"  # the last BatchNorm of the base
+
+    def state(model):
+        return [w.numpy().copy() for n in norms for w in model.get_layer(n).weights]
+
+    for mode in ("inference", "train"):
+        model = with_global_batchnorm(member) if mode == "train" else member
+        assert set_stage(model, 3, mode) == len(unfrozen)
+        trainable = {layer.name for layer in base_layers(model) if layer.trainable}
+        assert trainable == set(unfrozen) - (set(norms) if mode == "inference" else set())
+        features = keras.Model(model.input, model.get_layer(norms[-1]).output)
+        model.compile(keras.optimizers.RMSprop(1e-3), "binary_crossentropy")
+        before, kernel = state(model), model.get_layer(conv).kernel.numpy().copy()
+        model.train_on_batch(images, labels)
+        assert not np.array_equal(kernel, model.get_layer(conv).kernel.numpy())  # it trained
+        moved = [not np.array_equal(a, b) for a, b in zip(before, state(model))]
+        in_training = features(images, training=True).numpy()
+        in_inference = features(images, training=False).numpy()
+        if mode == "inference":
+            assert not any(moved)  # moving mean and variance (and scale, offset) untouched
+            np.testing.assert_array_equal(in_training, in_inference)
+        else:
+            assert all(moved)  # gamma, beta, moving mean, moving variance of both layers
+            assert np.abs(in_training - in_inference).max() > 1e-3  # batch statistics
+            assert all(type(model.get_layer(n)) is GlobalBatchNormalization for n in norms)
+            assert type(model.get_layer("conv1_bn")) is keras.layers.BatchNormalization  # trunk as it was
+            # A member with global BatchNorm layers saves and loads as a member.
+            model.save(tmp_path / "member.keras")
+            loaded = load_member(tmp_path / "member.keras").model
+            assert type(loaded.get_layer(norms[-1])) is GlobalBatchNormalization
+            np.testing.assert_allclose(loaded(images, training=False).numpy(),
+                                       model(images, training=False).numpy(), atol=1e-6)
+    # The global BatchNorm copy computes what the stock one does (inference, before any training).
+    np.testing.assert_allclose(with_global_batchnorm(member)(images, training=False).numpy(),
+                               member(images, training=False).numpy(), atol=1e-5)
 
 
 def test_shared_trunk_ensemble_equals_members_one_by_one(ensemble, images, expected):

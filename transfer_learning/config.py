@@ -24,6 +24,8 @@ CROPS = ("stretch", "center")  # stretch: whole image resized (original) | cente
 RULES = ("all", "mean", "majority")
 MODES = ("copy", "move", "link", "none")
 ORDERS = quality.NAMES + ("name",)
+BN_MODES = ("inference", "train")  # what unfrozen BatchNorm layers do while fine-tuning
+CLASS_WEIGHTS = ("auto", "none")
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,11 @@ class TrainConfig(Settings):
     batch_size: int = 32  # GLOBAL batch, split over all replicas
     learning_rate: float = 5e-5  # RMSprop learning rate, every stage
     seed: int = 0  # member i uses seed + i (head initialisation, data order, augmentation)
+    bn_mode: str = "inference"  # unfrozen BatchNorm: inference (keep the base's) | train (original; global batch)
+    class_weight: str = "auto"  # auto: each class weighs the inverse of its frequency | none (original)
+    # the best epoch (curation keeps an image only if every member scores > 0.9)
+    threshold: float = 0.9  # precision and recall are measured at this score, as curation uses it
+    selection_beta: float = 0.5  # keep the epoch of best F-beta at --threshold (< 1 favours precision)
     # hardware
     strategy: str = "auto"  # auto | default | one_device | mirrored | multi_worker
     precision: str = "float32"  # float32 | mixed_bfloat16
@@ -82,6 +89,10 @@ class TrainConfig(Settings):
         need(self.validation_steps >= 0, "validation_steps", "must be >= 0")
         need(self.batch_size >= 1, "batch_size", "must be at least 1")
         need(self.learning_rate > 0, "learning_rate", "must be > 0")
+        need(self.bn_mode in BN_MODES, "bn_mode", f"use one of {', '.join(BN_MODES)}")
+        need(self.class_weight in CLASS_WEIGHTS, "class_weight", f"use one of {', '.join(CLASS_WEIGHTS)}")
+        need(0 < self.threshold < 1, "threshold", f"must be in (0, 1), got {self.threshold}")
+        need(self.selection_beta > 0, "selection_beta", f"must be > 0, got {self.selection_beta}")
         need(self.strategy in STRATEGIES, "strategy", f"use one of {', '.join(STRATEGIES)}")
         need(self.precision in PRECISIONS, "precision", f"use one of {', '.join(PRECISIONS)}")
         need(self.weights in ("imagenet", "none") or os.path.isfile(self.weights), "weights",

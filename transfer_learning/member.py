@@ -23,7 +23,9 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+from common.batchnorm import GlobalBatchNormalization
 from common.files import atomic_write
+from transfer_learning.config import BN_MODES
 
 SPLIT_LAYER = "pool4_pool"  # DenseNet: end of the conv4 transition, the last layer never unfrozen
 PREPROCESS = "preprocess"
@@ -179,10 +181,16 @@ def _conv5_blocks(names: Sequence[str]) -> int:
 
 
 def stage_layers(member: keras.Model, stage: int) -> list[str]:
-    """Names of the base layers trainable in `stage` (the head is always trainable).
+    """Names of the base layers unfrozen in `stage` (the head is always trainable).
 
-    DenseNet (original): 0 nothing; 1 the last conv5 block (conv5_block32 in
-    DenseNet201); 2 conv5 blocks 3 to the last; 3 all of conv5 and the final `bn`.
+    DenseNet, as the original's `unfreeze_layers(stage)`: everything from the first
+    layer whose name starts with a prefix to the end of the base, so the final `bn`
+    (and `relu`) train in every stage after 0. The original's prefixes are
+    'conv5_block32_' cut by `stage` characters: 1 'conv5_block32' (the last block of
+    DenseNet201 and 169), 2 'conv5_block3' (first matched by block 3: blocks 3 to the
+    last), 3 'conv5_block' (all of conv5). One difference: stage 1 is the LAST conv5
+    block of any DenseNet (conv5_block16 in DenseNet121), where the original's prefix
+    would match nothing and unfreeze nothing.
     Other backbones, which the original never used: the last 1/3, 2/3 or all of
     their last 10 % of layers, a stand-in for "the last block".
     """
@@ -191,27 +199,56 @@ def stage_layers(member: keras.Model, stage: int) -> list[str]:
         return []
     blocks = _conv5_blocks(names)
     if blocks:
-        if stage == 1:
-            chosen = lambda n: n.startswith(f"conv5_block{blocks}_")  # noqa: E731
-        elif stage == 2:
-            chosen = lambda n: (m := re.match(r"conv5_block(\d+)_", n)) and int(m.group(1)) >= 3  # noqa: E731
-        else:
-            chosen = lambda n: n.startswith("conv5_") or n in ("bn", "relu")  # noqa: E731
-        return [n for n in names if chosen(n)]
+        prefix = {1: f"conv5_block{blocks}_", 2: "conv5_block3", 3: "conv5_block"}[min(stage, 3)]
+        first = next(i for i, n in enumerate(names) if n.startswith(prefix))
+        return names[first:]
     last = max(1, round(0.1 * len(names)))
     return names[len(names) - max(1, round(last * stage / 3)):]
 
 
-def set_stage(member: keras.Model, stage: int) -> int:
-    """Freeze the base except the layers of `stage`; returns how many base layers train.
+def set_stage(member: keras.Model, stage: int, bn_mode: str = "inference") -> int:
+    """Freeze the base except the layers of `stage`; returns how many base layers are unfrozen.
 
     Frozen BatchNormalization layers run in inference mode (Keras 3), so the frozen
-    trunk's weights AND moving statistics never change.
+    trunk's weights AND moving statistics never change. `bn_mode` decides the
+    unfrozen ones:
+      inference  they stay frozen too (moving statistics, scale and offset), so they
+                 normalise with the statistics the base came with: Keras's advice for
+                 fine-tuning, since a batch of 32 (of 2 classes) gives noisy statistics
+                 that would overwrite ImageNet's.
+      train      they train (the original's behaviour): batch statistics, moving
+                 statistics updated, scale and offset learnt. Use
+                 `with_global_batchnorm` first so that N replicas compute the statistics
+                 of the global batch, as one device does.
     """
+    if bn_mode not in BN_MODES:
+        raise ValueError(f"bn_mode: use one of {', '.join(BN_MODES)}, not {bn_mode!r}")
     unfrozen = set(stage_layers(member, stage))
     for layer in base_layers(member):
-        layer.trainable = layer.name in unfrozen
+        layer.trainable = layer.name in unfrozen and not (
+            bn_mode == "inference" and isinstance(layer, layers.BatchNormalization))
     for layer in member.layers:
         if layer.name.startswith(HEAD_PREFIX) or layer.name == SCORE:
             layer.trainable = True
     return len(unfrozen)
+
+
+def with_global_batchnorm(member: keras.Model) -> keras.Model:
+    """The member with every BatchNormalization a stage can unfreeze made global, same weights.
+
+    `common.batchnorm.GlobalBatchNormalization` computes batch statistics over the
+    global batch of all replicas (stock BatchNormalization: each replica its own
+    share), and is the fused kernel on one device. The frozen trunk keeps its
+    layers, so members trained either way still share it (`transfer_learning.ensemble`).
+    """
+    tail = set(stage_layers(member, 3))
+
+    def clone(layer):
+        kind = layer.__class__
+        if layer.name in tail and kind is layers.BatchNormalization:
+            kind = GlobalBatchNormalization
+        return kind.from_config(layer.get_config())
+
+    copy = keras.models.clone_model(member, clone_function=clone)
+    copy.set_weights(member.get_weights())
+    return copy

@@ -7,18 +7,28 @@
 
 --data holds one sub-folder per class (building/not_building or suitable/unsuitable,
 as data/synthetic.py writes them). Stages (original): 0 base frozen, then unfreeze
-the last conv5 block, conv5 blocks 3 to the last, all of conv5; RMSprop 5e-5,
-binary cross-entropy, accuracy. The best epoch by validation accuracy over all
-stages is kept. Run the same command again after a crash: finished members are
-kept and an unfinished one resumes after its last finished stage.
+from the last conv5 block, from conv5 block 3, all of conv5, each to the end of the
+base (transfer_learning.member.stage_layers); RMSprop 5e-5, binary cross-entropy.
+Unfrozen BatchNorm layers keep their statistics (--bn-mode inference) or train on
+the global batch as the original's did (--bn-mode train). With --class-weight auto
+each class weighs the inverse of its frequency in the loss.
+
+Each member keeps its best epoch over all stages by validation F-beta at the
+curation threshold (--selection-beta 0.5, --threshold 0.9), ties by accuracy; see
+transfer_learning.selection. Run the same command again after a crash or kill:
+finished members are kept, an unfinished one resumes after its last finished epoch
+(weights, optimizer state, epoch counter), and a saved member is only ever replaced
+by a better epoch.
 
 Run directory:
     config.json             the resolved settings
     base_init.weights.h5    with --weights none: the one random base every member starts from
                             (pass it as --weights to the other pass so that all six share a trunk)
-    member_<i>.keras        the member, best by validation accuracy (classify.py reads these)
-    member_<i>.json         its validation metrics, stage, epoch, classes, image size, crop
-    progress/               resume points (weights after each finished stage)
+    member_<i>.keras        the member of the best epoch (classify.py reads these)
+    member_<i>.json         its validation metrics (accuracy, precision, recall, F-beta), score,
+                            stage, epoch, class counts and weights, image size, crop, SHA-256
+    progress/               resume points: member_<i>.json names the state of its last epoch
+                            (member_<i>.epoch-<n>.weights.h5: weights and optimizer state)
     logs/member_<i>/        TensorBoard (train/ and validation/)
 """
 
@@ -48,7 +58,9 @@ from data.pipeline import DataError
 from transfer_learning import config as cfg
 from transfer_learning.augment import augmentation
 from transfer_learning.config import TrainConfig
-from transfer_learning.member import MemberError, build_member, save_base_init, set_stage
+from transfer_learning.member import (MemberError, build_member, save_base_init, set_stage,
+                                      with_global_batchnorm)
+from transfer_learning.selection import NO_SCORE, BestMember, FBetaLogs, member_metrics, saved_score
 
 log = logging.getLogger(__name__)
 
@@ -146,36 +158,23 @@ def make_dataset(paths, labels, config: TrainConfig, *, training: bool, seed: in
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
+def class_counts(labels, classes: list[str]) -> dict[str, int]:
+    """Images per class name."""
+    counts = np.bincount(np.asarray(labels, dtype=int), minlength=len(classes))
+    return {name: int(counts[i]) for i, name in enumerate(classes)}
+
+
+def class_weights(labels, mode: str = "auto") -> dict[int, float] | None:
+    """Keras `class_weight`: auto gives class c the weight n / (k · n_c) (inverse frequency,
+    k classes, so the weights average 1 over the images and are all 1 when balanced); none: None."""
+    if mode == "none":
+        return None
+    counts = np.bincount(np.asarray(labels, dtype=int))
+    total, present = counts.sum(), np.count_nonzero(counts)
+    return {c: float(total / (present * n)) for c, n in enumerate(counts) if n}
+
+
 # --------------------------------------------------------------------------- callbacks
-
-
-def save_member(model: keras.Model, path: Path) -> None:
-    """The member without optimizer state, written under a temporary name then renamed."""
-    atomic_write(path, keras.Model(model.input, model.output, name=model.name).save)
-
-
-class BestMember(keras.callbacks.Callback):
-    """Keep the member of the best epoch by validation accuracy, over all stages, with its JSON."""
-
-    def __init__(self, path: Path, info: dict, best: float = -math.inf, write: bool = True):
-        super().__init__()
-        self.path, self.info, self.best, self.write = Path(path), dict(info), best, write
-        self.stage = 0
-
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        accuracy = logs.get("val_accuracy")
-        if accuracy is None or not accuracy > self.best:
-            return
-        self.best = float(accuracy)
-        if not self.write:
-            return
-        save_member(self.model, self.path)
-        metrics = {k: float(v) for k, v in logs.items() if k.startswith("val_")}
-        write_json(self.path.with_suffix(".json"),
-                   {**self.info, **metrics, "stage": self.stage, "epoch": int(epoch) + 1})
-        log.info("%s: validation accuracy %.4f (stage %d, epoch %d) -> %s",
-                 self.path.stem, accuracy, self.stage, epoch + 1, self.path.name)
 
 
 class StageLogger(keras.callbacks.Callback):
@@ -188,6 +187,43 @@ class StageLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["stage"] = float(self.stage)
+
+
+class EpochState(keras.callbacks.Callback):
+    """The resume point after every epoch: weights and optimizer state, then the progress naming them.
+
+    Each epoch's state goes to a new file (`<member>.epoch-<n>.weights.h5`) and only
+    then does the progress JSON name it, so a kill at any moment leaves a progress
+    file that names a whole state; older states are deleted afterwards. An epoch
+    whose loss is not finite is not saved and stops training (the last good state stays).
+    """
+
+    def __init__(self, folder: Path, name: str, progress: dict, stage: int, stage_end: int,
+                 write: bool = True):
+        super().__init__()
+        self.folder, self.name, self.progress = Path(folder), name, progress
+        self.stage, self.stage_end, self.write = stage, stage_end, write
+        self.bad_epoch: int | None = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            self.bad_epoch = epoch + 1
+            self.model.stop_training = True
+            return
+        done = epoch + 1
+        self.progress["epoch"] = done
+        if done == self.stage_end:
+            self.progress["stages_done"] = sorted(set(self.progress.get("stages_done", [])) | {self.stage})
+        if not self.write:
+            return
+        weights = f"{self.name}.epoch-{done:04d}.weights.h5"
+        atomic_write(self.folder / weights, self.model.save_weights)
+        self.progress["weights"] = weights
+        write_json(self.folder / f"{self.name}.json", self.progress)
+        for old in self.folder.glob(f"{self.name}.epoch-*.weights.h5"):
+            if old.name != weights:
+                old.unlink(missing_ok=True)
 
 
 # --------------------------------------------------------------------------- training
@@ -234,17 +270,36 @@ def base_weights(config: TrainConfig, run_dir: Path, train_paths) -> str:
     return str(path)
 
 
+def read_progress(path: Path) -> dict:
+    """A member's resume point: global epochs done, the file of their state, stages done, complete."""
+    progress = json.loads(path.read_text()) if path.exists() else {}
+    return {"epoch": int(progress.get("epoch", 0)), "weights": progress.get("weights", ""),
+            "stages_done": list(progress.get("stages_done", [])),
+            "complete": bool(progress.get("complete", False))}
+
+
 def train_member(index: int, config: TrainConfig, run_dir: Path, data, strategy, weights: str,
-                 verbose) -> dict:
-    """Train member `index` through the remaining stages; returns its best metrics."""
+                 verbose, callbacks=()) -> dict:
+    """Train member `index` through the epochs it has not done yet; returns its best metrics.
+
+    Stage at position p of `config.stages` is the member's epochs [p·E, (p+1)·E) with
+    E = epochs per stage. A killed run resumes after its last finished epoch: the
+    weights, the stage's optimizer state and the epoch counter come back (each stage
+    has a new optimizer, because its trainable set differs). The data order of a
+    (re)started `fit` is seeded by the epoch it starts at.
+    """
     train_p, train_l, val_p, val_l, classes, positive = data
     name = f"member_{index}"
-    progress_path = run_dir / "progress" / f"{name}.json"
-    progress = json.loads(progress_path.read_text()) if progress_path.exists() else {"stages_done": []}
-    member_json = run_dir / f"{name}.json"
-    if progress.get("complete") and (run_dir / f"{name}.keras").exists():
-        log.info("%s: already trained (validation accuracy %.4f)", name, progress["best"])
-        return json.loads(member_json.read_text())
+    folder = run_dir / "progress"
+    progress_path = folder / f"{name}.json"
+    progress = read_progress(progress_path)
+    member_path = run_dir / f"{name}.keras"
+    member_json = member_path.with_suffix(".json")
+    if progress["complete"] and member_path.exists():
+        info = json.loads(member_json.read_text()) if member_json.exists() else {}
+        log.info("%s: already trained (validation F%g %s)", name, config.selection_beta,
+                 info.get("val_fbeta", "unknown"))
+        return info
     seed = config.seed + index
     keras.utils.set_random_seed(seed)
     replicas = strategy.num_replicas_in_sync
@@ -252,51 +307,80 @@ def train_member(index: int, config: TrainConfig, run_dir: Path, data, strategy,
         model = build_member(config.backbone, config.image_size, weights,
                              dense_layers=config.dense_layers, dense_units=config.dense_units,
                              dropout=config.dropout, l2=config.l2, seed=seed, name=name)
-    weights_path = run_dir / "progress" / f"{name}.weights.h5"
-    if progress["stages_done"]:
-        model.load_weights(str(weights_path))
-        log.info("%s: resuming after stage %d", name, progress["stages_done"][-1])
-    train_ds = make_dataset(train_p, train_l, config, training=True, seed=seed)
+        if config.bn_mode == "train":
+            model = with_global_batchnorm(model)
+    done = progress["epoch"]
+    state_path = folder / progress["weights"] if progress["weights"] else None
+    if done and (state_path is None or not state_path.exists()):
+        raise TrainingError(f"{progress_path}: names {progress['weights'] or 'no'} state file after "
+                            f"{done} epochs; delete {progress_path} to train {name} again")
+    if done:
+        model.load_weights(str(state_path))  # the weights; a stage's optimizer state comes below
     val_ds = make_dataset(val_p, val_l, config, training=False, seed=seed)
-    train_ds, val_ds = distribute.shard_by_data(strategy, train_ds, val_ds)
+    (val_ds,) = distribute.shard_by_data(strategy, val_ds)
     steps = config.steps_per_epoch or len(train_p) // config.batch_size
+    weights_by_class = class_weights(train_l, config.class_weight)
     info = {"member": index, "seed": seed, "backbone": config.backbone, "weights": config.weights,
             "image_size": config.image_size, "crop": config.crop, "classes": classes,
             "positive_class": positive, "train_images": len(train_p),
-            "validation_images": len(val_p)}
+            "validation_images": len(val_p), "train_counts": class_counts(train_l, classes),
+            "validation_counts": class_counts(val_l, classes), "bn_mode": config.bn_mode,
+            "class_weight": None if weights_by_class is None else
+            {classes[c]: w for c, w in weights_by_class.items()},
+            "threshold": config.threshold, "selection_beta": config.selection_beta}
     chief = distribute.is_chief()
-    best = BestMember(run_dir / f"{name}.keras", info, progress.get("best", -math.inf), write=chief)
+
+    def measure(path: Path) -> dict:
+        with strategy.scope():
+            saved = keras.models.load_model(path, compile=False)
+            saved.compile(loss="binary_crossentropy", metrics=member_metrics(config.threshold))
+        logs = saved.evaluate(val_ds, steps=distribute.validation_steps(strategy, config.validation_steps or None),
+                              verbose=0, return_dict=True)
+        return {f"val_{k}": v for k, v in logs.items()}
+
+    best = BestMember(member_path, info, config.selection_beta,
+                      saved_score(member_path, config.selection_beta, config.threshold, measure),
+                      write=chief)
+    if best.best != NO_SCORE:
+        log.info("%s: the saved member scores F%g %.4f, accuracy %.4f; only a better epoch replaces it",
+                 name, config.selection_beta, *best.best)
     stage_logger = StageLogger()
-    callbacks = [stage_logger, best]
-    if chief:
-        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "logs" / name), write_graph=False))
+    fixed = [stage_logger, FBetaLogs(config.selection_beta), best]
+    board = [keras.callbacks.TensorBoard(str(run_dir / "logs" / name), write_graph=False)] if chief else []
     for position, stage in enumerate(config.stages):
-        if stage in progress["stages_done"]:
+        first, end = position * config.epochs_per_stage, (position + 1) * config.epochs_per_stage
+        if done >= end:
             continue
-        unfrozen = set_stage(model, stage)
+        unfrozen = set_stage(model, stage, config.bn_mode)
         with strategy.scope():  # a new optimizer per stage: the trainable set changed
             model.compile(optimizer=keras.optimizers.RMSprop(config.learning_rate),
-                          loss="binary_crossentropy",
-                          metrics=[keras.metrics.BinaryAccuracy(name="accuracy")],
+                          loss="binary_crossentropy", metrics=member_metrics(config.threshold),
                           jit_compile=config.jit_compile)
-        log.info("%s stage %d: %d base layers unfrozen, %d trainable weights, %d steps x %d epochs, "
-                 "global batch %d over %d replica(s)", name, stage, unfrozen,
-                 len(model.trainable_weights), steps, config.epochs_per_stage, config.batch_size, replicas)
+            if done > first:  # killed inside this stage: its optimizer state too
+                model.optimizer.build(model.trainable_variables)
+        if done > first:
+            model.load_weights(str(state_path))
+            log.info("%s: resuming stage %d at epoch %d of %d", name, stage, done - first + 1,
+                     config.epochs_per_stage)
+        log.info("%s stage %d: %d base layers unfrozen (BatchNorm: %s), %d trainable weights, "
+                 "%d steps x %d epochs, global batch %d over %d replica(s)", name, stage, unfrozen,
+                 config.bn_mode, len(model.trainable_weights), steps, end - done, config.batch_size,
+                 replicas)
         best.stage = stage_logger.stage = stage
-        history = model.fit(train_ds, epochs=(position + 1) * config.epochs_per_stage,
-                            initial_epoch=position * config.epochs_per_stage, steps_per_epoch=steps,
-                            validation_data=val_ds,
-                            validation_steps=distribute.validation_steps(strategy, config.validation_steps or None),
-                            callbacks=callbacks, verbose=verbose, shuffle=False)  # the dataset shuffles
-        losses = history.history.get("loss", [])
-        if losses and not all(math.isfinite(v) for v in losses):
-            raise TrainingError(f"{name} stage {stage}: the loss became non-finite; "
-                                "try a lower --learning-rate")
-        progress["stages_done"].append(stage)
-        progress["best"] = best.best
-        if chief:
-            atomic_write(weights_path, model.save_weights)
-            write_json(progress_path, progress)
+        state = EpochState(folder, name, progress, stage, end, write=chief)
+        # Each (re)started fit draws its own data order and augmentation, seeded by where it starts.
+        train_ds = make_dataset(train_p, train_l, config, training=True, seed=seed * 10_000 + done)
+        (train_ds,) = distribute.shard_by_data(strategy, train_ds)
+        model.fit(train_ds, epochs=end, initial_epoch=done, steps_per_epoch=steps,
+                  validation_data=val_ds,
+                  validation_steps=distribute.validation_steps(strategy, config.validation_steps or None),
+                  class_weight=weights_by_class, callbacks=[*fixed, state, *board, *callbacks],
+                  verbose=verbose, shuffle=False)  # the dataset shuffles
+        if state.bad_epoch is not None:
+            raise TrainingError(f"{name} stage {stage}: the loss became non-finite in epoch "
+                                f"{state.bad_epoch}; the last good state is kept in {folder}; "
+                                "try a lower --learning-rate in a new --run-dir")
+        done = progress["epoch"]
     progress["complete"] = True
     if chief:
         write_json(progress_path, progress)
@@ -304,8 +388,11 @@ def train_member(index: int, config: TrainConfig, run_dir: Path, data, strategy,
     return json.loads(member_json.read_text()) if member_json.exists() else {}
 
 
-def train(config: TrainConfig, run_dir, *, verbose: int | str | None = None) -> list[dict]:
-    """Train (or finish) `config.members` members in `run_dir`; returns their best metrics."""
+def train(config: TrainConfig, run_dir, *, verbose: int | str | None = None, callbacks=()) -> list[dict]:
+    """Train (or finish) `config.members` members in `run_dir`; returns their best metrics.
+
+    `callbacks`: more Keras callbacks for every `fit` (after the ones that save).
+    """
     strategy = distribute.make_strategy(config.strategy)  # before any other TensorFlow op
     distribute.check_global_batch(config.batch_size, strategy)
     run_dir = prepare_run_dir(config, run_dir)
@@ -313,20 +400,29 @@ def train(config: TrainConfig, run_dir, *, verbose: int | str | None = None) -> 
     if len(data[0]) < config.batch_size:
         raise ConfigError(f"--batch-size: {config.batch_size} is larger than the "
                           f"{len(data[0])} training images")
-    log.info("%s: %d training and %d validation images, classes %s (positive: %s)",
-             config.data, len(data[0]), len(data[2]), data[4], data[5])
+    classes = data[4]
+    log.info("%s: %d training images %s and %d validation images %s (positive: %s)", config.data,
+             len(data[0]), class_counts(data[1], classes), len(data[2]), class_counts(data[3], classes),
+             data[5])
+    weights_by_class = class_weights(data[1], config.class_weight)
+    if weights_by_class is not None:
+        log.info("class weights (--class-weight auto): %s",
+                 {classes[c]: round(w, 4) for c, w in weights_by_class.items()})
     verbose = distribute.fit_verbosity(verbose)
     previous_policy = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(config.precision)
     try:
         weights = base_weights(config, run_dir, data[0])
-        results = [train_member(i, config, run_dir, data, strategy, weights, verbose)
+        results = [train_member(i, config, run_dir, data, strategy, weights, verbose, callbacks)
                    for i in range(config.members)]
     finally:
         keras.mixed_precision.set_global_policy(previous_policy)
-    for result in results:
-        log.info("member_%d: best validation accuracy %.4f (stage %d, epoch %d)", result["member"],
-                 result["val_accuracy"], result["stage"], result["epoch"])
+    for i, result in enumerate(results):
+        log.info("member_%d: validation F%g %.4f at %g (precision %.4f, recall %.4f), accuracy %.4f "
+                 "(stage %s, epoch %s)", i, config.selection_beta, result.get("val_fbeta", math.nan),
+                 config.threshold, result.get("val_precision", math.nan),
+                 result.get("val_recall", math.nan), result.get("val_accuracy", math.nan),
+                 result.get("stage", "?"), result.get("epoch", "?"))
     return results
 
 
