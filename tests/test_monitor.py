@@ -53,3 +53,23 @@ def test_a_run_killed_inside_a_round_logs_every_step_once_after_its_resume(tmp_p
     events.Reload()
     steps = [e.step for e in events.Tensors("loss/loss")]
     assert sorted(steps) == list(range(1, 13)), steps
+
+
+def test_a_start_reads_each_image_file_once_and_a_resume_reads_none(tmp_path, monkeypatch):
+    from data import pipeline
+    from vae import train
+    from vae.splits import resolve_splits
+
+    config = VAEConfig(**{**PRESETS["tiny"], "data_root": str(tmp_path / "datasets"), "max_steps": 4}).validate()
+    reads = []
+    real = pipeline._check_structure
+    monkeypatch.setattr(pipeline, "_check_structure", lambda path: reads.append(path) or real(path))
+    pipeline.forget_checks()
+    train.train(config, tmp_path / "run", verbose=0)
+    splits = resolve_splits(config)
+    used = len(splits.train) + len(splits.validation)  # the test split is not read by training
+    assert len(reads) == len(set(reads)) == used and used > 50  # each file once
+    pipeline.forget_checks()  # as a new process
+    longer = VAEConfig(**{**config.to_dict(), "max_steps": 8}).validate()
+    vae = train.train(longer, tmp_path / "run", verbose=0)
+    assert monitor.global_step(vae) == 8 and len(reads) == used
