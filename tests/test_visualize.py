@@ -149,6 +149,10 @@ def test_plots_put_the_latent_means_in_the_embedding_projector(run):
     reader = tf.train.load_checkpoint(str(folder))
     name = next(n for n in reader.get_variable_to_shape_map() if n.startswith("embedding/"))
     assert reader.get_tensor(name).shape == (50, 4)
+    # `tensorboard --logdir RUN/logs` shows the projector only for a folder that is a run.
+    from tensorboard.backend.event_processing.plugin_event_multiplexer import EventMultiplexer
+
+    assert "projector" in EventMultiplexer().AddRunsFromDirectory(str(run / "logs")).Runs()
 
 
 def test_explore_without_a_display_writes_a_screenshot(run, monkeypatch):

@@ -175,6 +175,7 @@ def write_projector(log_dir, codes: np.ndarray, images: np.ndarray, labels: dict
     checkpoint = tf.train.Checkpoint(embedding=tf.Variable(np.asarray(codes, np.float32), name="latent_means"))
     checkpoint.save(str(log_dir / "embedding.ckpt"))
     columns = labels or {"index": np.arange(len(codes))}
+    columns_names = list(columns)
     rows = ["\t".join(columns)] + ["\t".join(str(columns[c][i]) for c in columns) for i in range(len(codes))]
     (log_dir / "metadata.tsv").write_text("\n".join(rows) + "\n")
     columns = int(np.ceil(np.sqrt(len(images))))  # a square sprite, row-major, at most 8192 px
@@ -189,6 +190,13 @@ def write_projector(log_dir, codes: np.ndarray, images: np.ndarray, labels: dict
     embedding.sprite.image_path = "sprite.png"
     embedding.sprite.single_image_dim.extend([side, side])
     projector.visualize_embeddings(str(log_dir), config)
+    # TensorBoard's projector only looks in runs, i.e. folders with an event file: without
+    # one, `tensorboard --logdir RUN/logs` says "No checkpoint was found".
+    writer = tf.summary.create_file_writer(str(log_dir))
+    with writer.as_default():
+        tf.summary.text("projector/about", f"{len(codes)} latent means, {codes.shape[1]} dimensions; "
+                        f"labels: {', '.join(columns_names)}", step=0)
+    writer.close()
     return log_dir
 
 
