@@ -73,3 +73,47 @@ def test_a_start_reads_each_image_file_once_and_a_resume_reads_none(tmp_path, mo
     longer = VAEConfig(**{**config.to_dict(), "max_steps": 8}).validate()
     vae = train.train(longer, tmp_path / "run", verbose=0)
     assert monitor.global_step(vae) == 8 and len(reads) == used
+
+
+def _fit_safe(tmp_path, epochs, extra=()):
+    config = VAEConfig(**PRESETS["tiny"]).validate()
+    keras.utils.set_random_seed(0)
+    vae = build_vae(config)
+    images = tf.data.Dataset.from_tensors(np.random.default_rng(0).random((8, 32, 32, 3), np.float32)).repeat()
+    backup = monitor.SafeBackupAndRestore(tmp_path / "backup", monitor.NonFiniteGuard(), steps_per_round=4,
+                                          save_freq="epoch", delete_checkpoint=False)
+    vae.fit(images, epochs=epochs, steps_per_epoch=4, callbacks=[backup, *extra], verbose=0, shuffle=False)
+    return vae
+
+
+def test_the_backup_keeps_the_previous_one_by_a_rename_not_a_copy(tmp_path):
+    latest, previous = tmp_path / "backup" / "latest.weights.h5", tmp_path / "backup" / "latest.weights.h5.bkp"
+    inodes = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            inodes.append(latest.stat().st_ino)  # after the backup (it runs first)
+
+    _fit_safe(tmp_path, epochs=2, extra=[Watch()])
+    assert previous.stat().st_ino == inodes[0] != inodes[1] == latest.stat().st_ino
+    assert not list((tmp_path / "backup").glob("tmp-*"))
+
+
+@pytest.mark.parametrize("damage", ["latest missing", "stale round number"])
+def test_a_resume_starts_at_the_round_of_the_weights_it_loads(tmp_path, damage):
+    _fit_safe(tmp_path, epochs=2)  # backups after steps 4 and 8
+    backup = tmp_path / "backup"
+    if damage == "latest missing":  # killed between the rename and the new file: step 4 in .bkp
+        (backup / "latest.weights.h5").unlink()
+        resumed_at = 4
+    else:  # killed between the weights (step 8) and the round file (still round 1)
+        (backup / "training_metadata.json").write_text('{"epoch": 1, "batch": 0}')
+        resumed_at = 8
+    steps = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            steps.append(monitor.global_step(self.model))
+
+    vae = _fit_safe(tmp_path, epochs=3, extra=[Record()])
+    assert steps == [resumed_at] and monitor.global_step(vae) == 12  # 3 rounds of 4, none repeated

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import shutil
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from common.files import atomic_write
+from common.files import atomic_write, first_line, write_json
 from common.images import make_grid, save_png
 from vae import visualize
 
@@ -46,15 +48,57 @@ class NonFiniteGuard(keras.callbacks.Callback):
 
 
 class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore that never overwrites the last good backup with non-finite weights."""
+    """BackupAndRestore whose weights file is the whole resume point, written atomically.
 
-    def __init__(self, backup_dir, guard: NonFiniteGuard, **kwargs):
+    Keras's writes the weights in place, copies the previous backup first (twice the
+    bytes) and keeps the round number in a separate file, so a kill between the two
+    writes resumes a round that was already trained. Here the previous backup is kept
+    by a rename (`.bkp`: no bytes written), the new weights go to a temporary file
+    renamed into place, and the round to resume at is read from the weights' own step
+    counter (`global_step // steps_per_round`). A backup is never written with
+    non-finite weights (`guard`). `training_metadata.json` is still written, for tools.
+    """
+
+    def __init__(self, backup_dir, guard: NonFiniteGuard, steps_per_round: int, **kwargs):
         super().__init__(backup_dir, **kwargs)
-        self.guard = guard
+        self.guard, self.steps_per_round = guard, steps_per_round
 
     def _save_model(self):
-        if self.guard.bad_step is None:
-            super()._save_model()
+        if self.guard.bad_step is not None:
+            return
+        weights = Path(self._weights_path)
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        if weights.exists():
+            os.replace(weights, self._prev_weights_path)
+        atomic_write(weights, self.model.save_weights)
+        write_json(self._training_metadata_path, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
+
+    def _load_model(self):
+        if load_backup(self.model, Path(self.backup_dir)):
+            self.model._initial_epoch = global_step(self.model) // self.steps_per_round
+
+
+def load_backup(model, backup_dir: Path) -> bool:
+    """Load a backup's weights (and optimizer state) into `model`; False if there is none.
+
+    The latest backup, or when it is missing or unreadable (a kill while it was
+    replaced) the previous one, which then becomes the latest.
+    """
+    latest, previous = backup_dir / "latest.weights.h5", backup_dir / "latest.weights.h5.bkp"
+    if model.optimizer is not None and not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    for attempt in range(2):
+        if latest.exists():
+            try:
+                model.load_weights(str(latest))
+                return True
+            except (OSError, ValueError) as err:
+                log.warning("backup %s cannot be read (%s)", latest, first_line(err))
+        if attempt or not previous.exists():
+            return False
+        log.warning("resuming from the previous backup %s", previous)
+        atomic_write(latest, lambda tmp: shutil.copyfile(previous, tmp))  # Keras reads only *.weights.h5
+    return False
 
 
 class StepCheckpoint(keras.callbacks.Callback):

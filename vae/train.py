@@ -87,14 +87,7 @@ def resume_step(vae: VAE, backup_dir: Path) -> int:
     Read by loading the backup's weights now (BackupAndRestore loads them again when
     `fit` starts), because the data stream must be built to begin at that step.
     """
-    for name in ("latest.weights.h5", "latest.weights.h5.bkp"):  # the second: the previous backup
-        if (backup_dir / name).exists():
-            try:
-                vae.load_weights(str(backup_dir / name))
-            except (OSError, ValueError):
-                continue
-            return int(vae.global_step.numpy())
-    return 0
+    return int(vae.global_step.numpy()) if monitor.load_backup(vae, backup_dir) else 0
 
 
 def monitor_images(config: VAEConfig, splits: datasets.Splits) -> np.ndarray:
@@ -160,9 +153,8 @@ def train(config: VAEConfig, run_dir, *, verbose: int | None = None,
         guard = monitor.NonFiniteGuard()
         extra, callbacks = list(callbacks), [
             guard,  # first: it must see a bad loss before anything saves the weights
-            monitor.SafeBackupAndRestore(
-                backup_dir, guard,
-                save_freq="epoch", double_checkpoint=True, delete_checkpoint=False),
+            monitor.SafeBackupAndRestore(backup_dir, guard, config.validate_every,
+                                         save_freq="epoch", delete_checkpoint=False),
         ]
         if chief:
             callbacks += [
