@@ -113,7 +113,7 @@ def test_curation_without_hand_labels_end_to_end(tmp_path, caplog):
     assert len(auto) > 0 and set(record["by"]) == {"auto", "sheet"}
     assert (auto["decision"] == "unsuitable").all() and (auto["truth"] == 0).all()  # no clean façade
     dark = by_id.loc[photos][by_id.loc[photos, "kind"] == "dark"].index
-    assert set(dark) <= {Path(p).stem for p in auto["path"]}
+    assert len(dark) > 0 and set(dark) <= {Path(p).stem for p in auto["path"]}
     assert ((record["decision"] == "suitable") == (record["truth"] == 1)).all()
     for name in ("suitable", "unsuitable"):
         files = sorted(p.name for p in (reviewed / name).iterdir())
