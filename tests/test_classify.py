@@ -446,6 +446,21 @@ def test_a_restart_with_another_precision_or_retrained_members_is_refused(tmp_pa
     assert "member_sha256" in capsys.readouterr().err
 
 
+def test_a_member_files_digest_is_its_sha256_and_a_folders_covers_names_and_bytes(tmp_path):
+    import hashlib
+
+    member = tmp_path / "member_0.keras"
+    member.write_bytes(b"weights")
+    assert classify.file_digest(member) == hashlib.sha256(b"weights").hexdigest()  # as sha256sum and member_0.json
+    folder = tmp_path / "saved"
+    (folder / "variables").mkdir(parents=True)
+    (folder / "saved_model.pb").write_bytes(b"graph")
+    (folder / "variables" / "v.data").write_bytes(b"values")
+    before = classify.file_digest(folder)
+    (folder / "variables" / "v.data").rename(folder / "variables" / "w.data")
+    assert classify.file_digest(folder) != before  # same bytes, another layout: another member
+
+
 def _png_declaring(width: int, height: int) -> bytes:
     """A few-byte PNG whose header declares width x height pixels (a decompression bomb)."""
     import struct

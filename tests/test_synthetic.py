@@ -4,6 +4,7 @@ sets, files and CLI."""
 import itertools
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -250,6 +251,52 @@ def test_cli_writes_all_kinds(tmp_path, caplog):
     assert "images/s" in caplog.text
 
 
+def test_fake_gldv2_has_gldv2s_layout_and_its_truth_describes_the_photos(tmp_path):
+    root = synthetic.write_gldv2(tmp_path, 60, size=48, seed=3, shards=3, noise=0.2)
+    assert root == tmp_path / "gldv2"
+    truth = pd.read_csv(root / "truth.csv", dtype={"id": str})
+    train = pd.read_csv(root / "metadata" / "train.csv", dtype={"id": str})
+    hierarchy = pd.read_csv(root / "metadata" / "train_label_to_hierarchical.csv")
+    assert list(truth.columns) == synthetic.GLDV2_TRUTH_COLUMNS and truth["id"].is_unique
+    assert list(train.columns) == ["id", "url", "landmark_id"] and list(train["id"]) == list(truth["id"])
+    assert list(hierarchy.columns) == ["landmark_id", "category", "supercategory", "hierarchical_label",
+                                       "natural_or_human_made"]
+    assert set(train["landmark_id"]) == set(hierarchy["landmark_id"]) and hierarchy["landmark_id"].is_unique
+    assert sorted(truth["shard"].value_counts()) == [20, 20, 20]
+    path = {kind: [] for kind in set(truth["kind"])}
+    for shard, group in truth.groupby("shard"):
+        with tarfile.open(root / "train" / shard) as archive:
+            assert sorted(archive.getnames()) == sorted(group["member"])
+            for row in group.itertuples():
+                assert row.member == f"{row.id[0]}/{row.id[1]}/{row.id[2]}/{row.id}.jpg"
+                image = np.asarray(Image.open(archive.extractfile(row.member)))
+                assert image.shape == (48, 48, 3)
+                path[row.kind].append(_has_path(image))
+    # A façade's path to its door (thin: JPEG blurs it away in some) and no landscape's.
+    assert np.mean(path["facade"]) > 0.3 and not any(path["landscape"])
+    assert set(truth["kind"]) <= {"facade", "landscape", *scenes.UNSUITABLE_KINDS}
+    assert (truth["building"] == (truth["kind"] != "landscape")).all()
+    assert (truth["suitable"] == (truth["kind"] == "facade")).all()
+    # The landmark's kind is a weak label: about noise = 20 % of the photos show the other kind.
+    shows = {sup: kind == "facade" for sup, _, _, kind in synthetic.GLDV2_LANDMARKS}
+    landmark = dict(zip(hierarchy["landmark_id"], hierarchy["supercategory"].map(shows)))
+    other = (truth["landmark_id"].map(landmark) != truth["building"].astype(bool)).sum()
+    assert 3 <= other <= 24
+
+    again = synthetic.write_gldv2(tmp_path / "again", 60, size=48, seed=3, shards=3, noise=0.2)
+    assert all((root / f).read_bytes() == (again / f).read_bytes()
+               for f in ("truth.csv", "metadata/train.csv", "train/images_001.tar"))
+    exact = pd.read_csv(synthetic.write_gldv2(tmp_path / "exact", 18, size=32, noise=0.0) / "truth.csv")
+    assert (exact["building"] == (exact.index % 9 < 4)).all()  # 9 landmark kinds, the first 4 buildings
+
+
+def test_cli_writes_a_fake_gldv2(tmp_path):
+    assert synthetic.main(["--out", str(tmp_path), "--count", "9", "--size", "32", "--kind", "gldv2",
+                           "--shards", "2"]) == 0
+    assert sorted(p.name for p in (tmp_path / "gldv2" / "train").iterdir()) == ["images_000.tar", "images_001.tar"]
+    assert len(pd.read_csv(tmp_path / "gldv2" / "truth.csv")) == 9
+
+
 def _assert_flag_rejected(tmp_path, capsys, flags):
     """Bad flags exit with code 2 (argparse's SystemExit) and one error line, writing nothing."""
     with pytest.raises(SystemExit) as exit_info:
@@ -264,7 +311,8 @@ def test_cli_rejects_bad_size(tmp_path, capsys, size):
     _assert_flag_rejected(tmp_path, capsys, ["--size", size])
 
 
-@pytest.mark.parametrize("flags", [["--count", "0"], ["--kind", "castles"], ["--format", "gif"]])
+@pytest.mark.parametrize("flags", [["--count", "0"], ["--kind", "castles"], ["--format", "gif"],
+                                   ["--kind", "gldv2", "--shards", "0"]])
 def test_cli_rejects_bad_flags(tmp_path, capsys, flags):
     _assert_flag_rejected(tmp_path, capsys, flags)
 

@@ -163,11 +163,16 @@ def load_ensemble(config: ClassifyConfig):
 
 
 def file_digest(path) -> str:
-    """SHA-256 of a member's bytes (every file of a SavedModel folder): a retrained member is another member."""
+    """SHA-256 of a member: a retrained member is another member.
+
+    A file's digest is that of its bytes, as `sha256sum` and train.py's member_<i>.json
+    give it; a SavedModel folder's covers each file's relative path and bytes.
+    """
     digest = hashlib.sha256()
     path = Path(path)
     for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
-        digest.update(str(file.relative_to(path) if path.is_dir() else file.name).encode("utf-8", "surrogateescape"))
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode("utf-8", "surrogateescape"))
         with open(file, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
