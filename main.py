@@ -18,10 +18,11 @@ runs offline on procedural façades in minutes on a laptop CPU.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
+
+from common.cli import documented_parser, exit_code, log_to_stderr
 
 COMMANDS = ("all", "train", "evaluate", "generate", "traverse", "interpolate", "metrics", "plots", "explore")
 
@@ -92,9 +93,7 @@ def _explore(args):
 def build_parser() -> argparse.ArgumentParser:
     from vae.config import add_config_arguments
 
-    parser = argparse.ArgumentParser(
-        prog="python main.py", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser = documented_parser("python main.py", __doc__)
     shared = argparse.ArgumentParser(add_help=False)
     shared.add_argument("--run-dir", type=Path, default=Path("runs/vae"),
                         help="the run's directory: config, checkpoints, logs, models (default: runs/vae)")
@@ -147,9 +146,8 @@ def main(argv=None) -> int:
         argv = ["all"] + argv
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
 
-    from common.cli import exit_code
     from common.config import ConfigError
     from data.pipeline import DataError
     from vae.losses import WeightsUnavailable

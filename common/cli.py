@@ -2,8 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
+import logging
 import sys
 from typing import Callable
+
+
+def documented_parser(prog: str, doc: str, **kwargs) -> argparse.ArgumentParser:
+    """A parser whose description is the module docstring's first paragraph and whose
+    epilog (after the options in --help) is the rest, laid out as written."""
+    intro, _, rest = doc.partition("\n\n")
+    return argparse.ArgumentParser(prog=prog, description=intro, epilog=rest or None,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+
+
+def log_to_stderr(level: int = logging.INFO) -> None:
+    """Every program's log lines: time, level, module, message."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
 def exit_code(action: Callable[[], object], usage: tuple[type[BaseException], ...] = (),

@@ -52,7 +52,7 @@ if __name__ == "__main__":  # as a script: quiet TensorFlow's start-up logs (sou
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from common.cli import exit_code
+from common.cli import documented_parser, exit_code, log_to_stderr
 from common.config import ConfigError, need
 from common.files import atomic_write, first_line
 from data.pipeline import IMAGE_EXTENSIONS, DataError
@@ -623,9 +623,7 @@ def review(config: ReviewConfig, source, out, window_factory=None) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m transfer_learning.review", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser = documented_parser("python -m transfer_learning.review", __doc__)
     parser.add_argument("source", metavar="SOURCE", help="photos to review: a folder (recursive), "
                         "a .txt/.csv list or a .tar shard, e.g. classify.py's output folder")
     parser.add_argument("out", metavar="OUT", help="review.csv, scores.csv and the suitable/ and "
@@ -637,7 +635,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     return exit_code(lambda: review(cfg.from_args(ReviewConfig, args), args.source, args.out),
                      usage=(ConfigError, DataError, ReviewError))
 

@@ -50,7 +50,7 @@ import numpy as np
 import tensorflow as tf
 
 from common import distribute
-from common.cli import exit_code
+from common.cli import documented_parser, exit_code, log_to_stderr
 from common.config import ConfigError
 from common.files import atomic_write, write_json
 from data import pipeline
@@ -430,9 +430,7 @@ def train(config: TrainConfig, run_dir, *, verbose: int | str | None = None, cal
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python transfer_learning/train.py", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser = documented_parser("python transfer_learning/train.py", __doc__)
     parser.add_argument("--run-dir", default="runs/pass1", help="everything of this run lives here")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     cfg.add_arguments(parser, TrainConfig)
@@ -442,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     return exit_code(lambda: train(cfg.from_args(TrainConfig, args), args.run_dir,
                                    verbose=0 if args.quiet else None),
                      usage=(ConfigError, DataError, MemberError), failure=(TrainingError,))

@@ -58,7 +58,7 @@ if __name__ == "__main__":  # as a program: quiet TensorFlow's C++ start-up logs
 
 import pandas as pd
 
-from common.cli import exit_code
+from common.cli import documented_parser, exit_code, log_to_stderr
 from common.config import ConfigError
 from common.files import atomic_write, first_line, write_json
 from data.pipeline import DataError
@@ -564,9 +564,7 @@ def dry_run(config: WeakLabelConfig) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    intro, rest = __doc__.split("\n\n", 1)
-    parser = argparse.ArgumentParser(prog="python -m transfer_learning.weak_labels", description=intro,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=rest)
+    parser = documented_parser("python -m transfer_learning.weak_labels", __doc__)
     parser.add_argument("inputs", nargs="*", metavar="SHARD",
                         help="GLDv2 .tar shards, unpacked shard folders or folders of .tar shards "
                              "(also --input)")
@@ -581,8 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     """CLI: exit 0 done, 2 for a bad flag, input, metadata or output folder, 1 if writing fails."""
     args = build_parser().parse_args(None if argv is None else list(argv))
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_to_stderr(logging.WARNING if args.quiet else logging.INFO)
 
     def run() -> None:
         extra = tuple(args.inputs) + tuple(args.input or ())

@@ -38,6 +38,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.cli import log_to_stderr
 from common.files import write_json
 
 log = logging.getLogger(__name__)
@@ -380,7 +381,7 @@ def parse_args(argv):
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     if args.command == "remeasure":
         print("\n".join(remeasure(args.results)) or "no finished runs")
         return 0
