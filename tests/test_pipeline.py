@@ -161,6 +161,62 @@ def test_center_crop_keeps_aspect_ratio_and_stretch_does_not(tmp_path):
     assert stretch[..., 0].mean() == pytest.approx(1 / 3, abs=0.05)
 
 
+def _smooth_photo_jpeg(height=600, width=800, seed=0, **kw) -> bytes:
+    """A photo-like JPEG (smooth colour waves plus a little noise), as benchmarks/bench_classify.py draws."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    phase = rng.random(3) * 6.28
+    image = np.stack([127 + 100 * np.sin(xx / (40 + 10 * c) + yy / 70 + phase[c]) for c in range(3)], -1)
+    image += rng.normal(0, 8, image.shape)
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90, **kw)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("height, width, size, scale", [
+    (600, 800, 300, 2), (600, 800, 150, 4), (600, 800, 151, 2), (600, 800, 75, 8), (600, 800, 76, 4),
+    (480, 640, 300, 1), (599, 800, 300, 2),  # libjpeg rounds a scaled side up: 300 px
+    (597, 800, 300, 1), (800, 600, 300, 2), (4000, 3000, 32, 8), (31, 64, 32, 1)])
+def test_jpeg_scale_is_the_largest_that_keeps_both_sides_at_least_the_size(height, width, size, scale):
+    assert pipeline.jpeg_scale(height, width, size) == scale
+
+
+def test_scaled_decode_takes_the_scale_jpeg_scale_chooses_and_only_for_jpegs():
+    import tensorflow as tf
+
+    jpeg = tf.constant(_smooth_photo_jpeg(600, 800))
+    for size in (300, 150, 151, 75, 76, 601):
+        expected = pipeline.jpeg_scale(600, 800, size)
+        assert tuple(pipeline.decode_rgb(jpeg, size).shape) == (-(-600 // expected), -(-800 // expected), 3)
+    buffer = io.BytesIO()
+    Image.fromarray(_photo(600, 800)).save(buffer, "PNG")
+    assert tuple(pipeline.decode_rgb(tf.constant(buffer.getvalue()), 75).shape) == (600, 800, 3)
+    # Inside a tf.function too (as in tf.data), and unscaled without a size.
+    graph = tf.function(lambda d: pipeline.decode_rgb(d, 75), input_signature=[tf.TensorSpec((), tf.string)])
+    assert tuple(graph(jpeg).shape) == (75, 100, 3)
+    assert tuple(pipeline.decode_rgb(jpeg).shape) == (600, 800, 3)
+
+
+@pytest.mark.parametrize("crop", ["stretch", "center"])
+def test_scaled_decode_gives_nearly_the_pixels_of_a_full_decode(crop):
+    import tensorflow as tf
+
+    jpeg = tf.constant(_smooth_photo_jpeg(600, 800))
+    # Stated tolerance, on [0, 1] pixels of a photo-like 800x600 JPEG at scales 2, 4 and 8:
+    # mean |diff| < 0.01 and max |diff| < 0.06 (measured here: at most 0.0054 and 0.047; the
+    # largest at scale 2, where libjpeg's 2x2 average is sharper than resize's triangle filter).
+    for size in (300, 128, 64):
+        full = pipeline.decode_and_resize(jpeg, size, crop).numpy()
+        scaled = pipeline.decode_and_resize(jpeg, size, crop, scaled=True).numpy()
+        diff = np.abs(scaled - full)
+        assert diff.mean() < 0.01 and diff.max() < 0.06, (size, diff.mean(), diff.max())
+        assert diff.max() > 0  # a different decode really ran
+    # Too small to scale (640x480 at 300 px), or not a JPEG: exactly the full decode.
+    small = tf.constant(_smooth_photo_jpeg(480, 640))
+    np.testing.assert_array_equal(pipeline.decode_and_resize(small, 300, crop, scaled=True).numpy(),
+                                  pipeline.decode_and_resize(small, 300, crop).numpy())
+
+
 def test_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match=r"no image files"):
         pipeline.load_images(tmp_path)
