@@ -3,11 +3,15 @@
 Files are read and decoded by tf.data in parallel (tar members' bytes come from a
 Python generator reading the shard in place). A bad input must not stop the run
 nor vanish: decoding errors drop the element (`ignore_errors`), the stream notices
-the gap in the items' running indices, and only then is that one input decoded
-again eagerly to name the reason (bad inputs are rare, so this costs nothing).
+the gap in the items' running indices, and only then is that one input read and
+decoded again eagerly: if it now decodes (a read that failed once, see
+`sources.ItemReader` for the retries), it is scored with its batch, else its reason
+is named (bad inputs are rare, so this costs nothing).
 Poison inputs never reach a decoder: a file or tar member over `max_bytes`, or an
 image whose header declares more than `max_pixels` (a decompression bomb: a few KB
 of PNG can declare 40 000 × 40 000 pixels), becomes an error row at once.
+With `scaled`, large JPEGs are decoded at 1/2, 1/4 or 1/8 scale
+(`data.pipeline.decode_rgb`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import io
 import logging
 import os
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import tensorflow as tf
 from PIL import Image
@@ -29,7 +33,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Batch:
-    """Decoded items in input order, plus the inputs that failed since the previous batch."""
+    """Decoded items, plus the inputs that failed since the previous batch; positions give the order."""
 
     items: list[Item]  # decoded, aligned with images and data
     images: tf.Tensor  # (B, S, S, 3) float32 in [0, 1]
@@ -62,14 +66,21 @@ def too_large(item: Item, max_bytes: int) -> str | None:
 def too_many_pixels(item: Item, data: bytes, max_pixels: int) -> str | None:
     """Why an image must not be decoded (its header declares more than `max_pixels`), else None.
 
-    Reads only the header (PIL opens lazily): `data` when given, else the file.
+    Reads only the header (PIL opens lazily): `data` when given, else the file; an
+    OSError reading the file (not a format PIL does not know) is raised.
     """
     try:
         with Image.open(io.BytesIO(data) if data else item.path) as image:
             width, height = image.size
     except Image.DecompressionBombError as err:  # PIL's own check, at twice its warning limit
         return f"too many pixels ({_first_line(err)}); a decompression bomb?"
-    except Exception:  # noqa: BLE001 — not an image PIL knows: the decoder names the reason
+    except Image.UnidentifiedImageError:
+        return None  # not an image PIL knows: the decoder names the reason
+    except OSError:
+        if data:
+            return None
+        raise
+    except Exception:  # noqa: BLE001 — a header PIL cannot parse: the decoder names the reason
         return None
     if width * height > max_pixels:
         return (f"too many pixels: {width} x {height} declared (limit {max_pixels}, "
@@ -77,73 +88,136 @@ def too_many_pixels(item: Item, data: bytes, max_pixels: int) -> str | None:
     return None
 
 
-def image_error(data: bytes, image_size: int = 32, crop: str = "stretch") -> str | None:
-    """None if the pipeline's decoder reads these bytes, else the reason it cannot."""
+def unreadable(err: BaseException) -> str:
+    """An error row's reason for an input whose bytes cannot be read."""
+    if isinstance(err, FileNotFoundError):
+        return "unreadable: no such file"
+    if isinstance(err, IsADirectoryError):
+        return "unreadable: a folder, not a file"
+    if isinstance(err, PermissionError):
+        return "unreadable: permission denied"
+    return f"unreadable: {_first_line(err)}"
+
+
+def decode(data: bytes, image_size: int, crop: str = "stretch", scaled: bool = False
+           ) -> tuple[tf.Tensor | None, str | None]:
+    """(image (S, S, 3) float32, None) if the pipeline's decoder reads these bytes, else (None, reason)."""
     if not data:
-        return "empty file"
+        return None, "empty file"
     try:
-        decode_and_resize(tf.constant(data), image_size, crop)
+        return decode_and_resize(tf.constant(data), image_size, crop, scaled), None
     except tf.errors.InvalidArgumentError as err:
         message = _first_line(err)
         if "Unknown image file format" in message:
-            return "not an image (unknown format)"
-        return f"corrupt or truncated: {message}"
+            return None, "not an image (unknown format)"
+        return None, f"corrupt or truncated: {message}"
     except tf.errors.OpError as err:
-        return f"cannot be decoded: {_first_line(err)}"
-    return None
+        return None, f"cannot be decoded: {_first_line(err)}"
 
 
-def failure_reason(item: Item, reader: ItemReader, image_size: int, crop: str) -> str:
-    """Why an item that dropped out of the pipeline cannot be used."""
+def image_error(data: bytes, image_size: int = 32, crop: str = "stretch", scaled: bool = False) -> str | None:
+    """None if the pipeline's decoder reads these bytes, else the reason it cannot."""
+    return decode(data, image_size, crop, scaled)[1]
+
+
+def _admit(item: Item, reader: ItemReader, max_bytes: int, max_pixels: int) -> tuple[str, str, bytes]:
+    """(reason, path, data): why `item` must not be decoded ("" if it may be), else what to
+    decode: a `path` for tf.data to read, or the `data` read here.
+
+    Python reads tar members, files whose names TensorFlow cannot take (not UTF-8) and
+    files whose header could not be read (with the reader's retries); tf.data reads the rest.
+    """
+    reason = too_large(item, max_bytes)
+    if reason:
+        return reason, "", b""
+    if not item.tar and item.path == printable(item.path):
+        try:
+            reason = too_many_pixels(item, b"", max_pixels)
+        except OSError:
+            pass  # read it below, with retries, and check the bytes
+        else:
+            return (reason, "", b"") if reason else ("", item.path, b"")
     try:
         data = reader.read(item)
-    except FileNotFoundError:
-        return "unreadable: no such file"
-    except IsADirectoryError:
-        return "unreadable: a folder, not a file"
-    except PermissionError:
-        return "unreadable: permission denied"
     except Exception as err:  # noqa: BLE001 — any read failure is this input's error
-        return f"unreadable: {_first_line(err)}"
-    reason = image_error(data, image_size, crop)
-    return reason or "could not be decoded during the run (changed since?)"
+        return unreadable(err), "", b""
+    return too_many_pixels(item, data, max_pixels) or "", "", data
+
+
+def _recover(item: Item, reader: ItemReader, image_size: int, crop: str, scaled: bool):
+    """An item that dropped out of the pipeline, read and decoded again: (image, data, reason)."""
+    try:
+        data = reader.read(item)
+    except Exception as err:  # noqa: BLE001 — any read failure is this input's error
+        return None, b"", unreadable(err)
+    image, reason = decode(data, image_size, crop, scaled)
+    return image, data, reason
+
+
+def _batch(decoded: list[tuple[int, Item, tf.Tensor, bytes]], errors, image_size: int) -> Batch:
+    if not decoded:
+        return Batch([], tf.zeros((0, image_size, image_size, 3)), [], errors, [])
+    return Batch([d[1] for d in decoded], tf.stack([d[2] for d in decoded]), [d[3] for d in decoded],
+                 errors, [d[0] for d in decoded])
+
+
+def read_alone(item: Item, image_size: int, crop: str = "stretch", max_bytes: int = MAX_BYTES,
+               max_pixels: int = MAX_PIXELS, *, scaled: bool = False, retries: int = 0) -> Batch:
+    """One item read and decoded here and now, with nothing else in flight (no pipeline)."""
+    reader = ItemReader(retries)
+    try:
+        reason, path, data = _admit(item, reader, max_bytes, max_pixels)
+        image = None
+        if not reason and path:
+            image, data, reason = _recover(item, reader, image_size, crop, scaled)
+        elif not reason:
+            image, reason = decode(data, image_size, crop, scaled)
+    finally:
+        reader.close()
+    if image is None:
+        return _batch([], [(0, item, reason)], image_size)
+    return _batch([(0, item, image, data)], [], image_size)
 
 
 def read_batches(items: Sequence[Item], image_size: int, crop: str = "stretch",
                  batch_size: int = 32, max_bytes: int = MAX_BYTES,
-                 max_pixels: int = MAX_PIXELS) -> Iterator[Batch]:
-    """Decoded batches of `items` (none of which may carry an `error`), in order."""
+                 max_pixels: int = MAX_PIXELS, *, scaled: bool = False, retries: int = 0,
+                 before_read: Callable[[int], None] | None = None) -> Iterator[Batch]:
+    """Decoded batches of `items` (none of which may carry an `error`), in order.
+
+    `retries`: more attempts for a read failing with a transient error (`sources.ItemReader`).
+    `before_read(stop)` is called before the pipeline reads the first of each run of
+    `batch_size` items, ending at position `stop`: everything the pipeline may be
+    reading, decoding or scoring then lies before `stop` (the in-flight marker).
+    """
     items = list(items)
     if not items:
         return
     read_errors: dict[int, str] = {}
+    hook_errors: list[BaseException] = []
 
     def generate():
-        reader = ItemReader()
+        reader = ItemReader(retries)
         try:
             for index, item in enumerate(items):
-                # Never decoded, nor even read: the gap each leaves reports its reason.
-                reason = too_large(item, max_bytes)
-                # Python reads tar members, and files whose names TensorFlow cannot take
-                # (not UTF-8); tf.data reads the rest.
-                in_python = bool(item.tar) or item.path != printable(item.path)
-                data = b""
-                if not reason and in_python:
+                if before_read is not None and index % batch_size == 0:
                     try:
-                        data = reader.read(item)
-                    except Exception as err:  # noqa: BLE001 — this input's error
-                        reason = f"unreadable: {_first_line(err)}"
-                reason = reason or too_many_pixels(item, data, max_pixels)
+                        before_read(min(index + batch_size, len(items)))
+                    except Exception as err:  # noqa: BLE001 — raised in the caller's thread below
+                        hook_errors.append(err)
+                        return
+                # Never decoded, nor even read: the gap each leaves reports its reason.
+                reason, path, data = _admit(item, reader, max_bytes, max_pixels)
                 if reason:
                     read_errors[index] = reason
                     continue
-                yield index, "" if in_python else item.path, data
+                yield index, path, data
         finally:
             reader.close()
 
     def load(index, path, data):
         data = tf.cond(tf.strings.length(path) > 0, lambda: tf.io.read_file(path), lambda: data)
-        return index, decode_and_resize(data, image_size, crop), data
+        return index, decode_and_resize(data, image_size, crop, scaled), data
 
     ds = (tf.data.Dataset.from_generator(generate, output_signature=(
         tf.TensorSpec((), tf.int64), tf.TensorSpec((), tf.string), tf.TensorSpec((), tf.string)))
@@ -151,28 +225,43 @@ def read_batches(items: Sequence[Item], image_size: int, crop: str = "stretch",
         .ignore_errors()
         .batch(batch_size)
         .prefetch(2))
-    reader = ItemReader()
+    reader = ItemReader(retries)
     expected = 0
 
-    def failed(upto: int) -> list[tuple[int, Item, str]]:
+    def gaps(upto: int) -> tuple[list, list]:
+        """The items before `upto` the pipeline dropped: (recovered, errors)."""
         nonlocal expected
-        errors = []
+        recovered, errors = [], []
         for k in range(expected, upto):
-            reason = read_errors.pop(k, None) or failure_reason(items[k], reader, image_size, crop)
+            reason = read_errors.pop(k, None)
+            if not reason:
+                image, data, reason = _recover(items[k], reader, image_size, crop, scaled)
+                if image is not None:
+                    recovered.append((k, items[k], image, data))
+                    continue
             errors.append((k, items[k], reason))
         expected = max(expected, upto)
-        return errors
+        return recovered, errors
 
     try:
         for indices, images, data in ds:
             positions = [int(i) for i in indices.numpy()]
-            errors = []
+            recovered, errors = [], []
             for position in positions:
-                errors += failed(position)
+                more, failed = gaps(position)
+                recovered += more
+                errors += failed
                 expected = position + 1
-            yield Batch([items[p] for p in positions], images, list(data.numpy()), errors, positions)
-        errors = failed(len(items))
-        if errors:
-            yield Batch([], tf.zeros((0, image_size, image_size, 3)), [], errors, [])
+            batch = Batch([items[p] for p in positions], images, list(data.numpy()), errors, positions)
+            if recovered:  # scored with this batch
+                extra = _batch(recovered, [], image_size)
+                batch = Batch(batch.items + extra.items, tf.concat([images, extra.images], axis=0),
+                              batch.data + extra.data, errors, positions + extra.positions)
+            yield batch
+        if hook_errors:  # the in-flight marker could not be written: read nothing more
+            raise hook_errors[0]
+        recovered, errors = gaps(len(items))
+        if recovered or errors:
+            yield _batch(recovered, errors, image_size)
     finally:
         reader.close()

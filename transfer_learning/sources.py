@@ -6,14 +6,23 @@ it), so one photo has one key however its path was typed, and a `name` that does
 depend on where the data is mounted, which decides the item's machine when the work
 is split with --num-shards. Files still downloading (`*.part`) and everything under
 an excluded folder (the curation's own output) are never inputs.
+
+`ItemReader` reads an item's bytes. A read that fails with an error that may pass
+(`transient`: EIO, EAGAIN, EINTR, EBUSY, ETIMEDOUT, and the errors of network file
+systems and connections: ESTALE, ENOLINK, ECOMM, EREMOTEIO, ECONNRESET, ECONNABORTED,
+ECONNREFUSED, ENOTCONN, ENETDOWN, ENETUNREACH, ENETRESET, EHOSTDOWN, EHOSTUNREACH) is
+tried again after 0.1, 0.4, 1.6 … s (`backoff`); any other error (ENOENT, EACCES,
+EISDIR, a tar that ends early, …) is final at once.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import tarfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -170,15 +179,58 @@ def select_shard(items: Sequence[Item], num_shards: int, shard_index: int) -> li
     return [item for item in items if shard_of(item.name, num_shards) == shard_index]
 
 
-class ItemReader:
-    """Reads items' bytes; keeps the current tar shard open between calls."""
+_TRANSIENT_NAMES = ("EIO", "EAGAIN", "EWOULDBLOCK", "EINTR", "EBUSY", "ETIMEDOUT", "ESTALE", "ENOLINK",
+                    "ECOMM", "EREMOTEIO", "ECONNRESET", "ECONNABORTED", "ECONNREFUSED", "ENOTCONN",
+                    "ENETDOWN", "ENETUNREACH", "ENETRESET", "EHOSTDOWN", "EHOSTUNREACH")
+TRANSIENT_ERRNOS = frozenset(getattr(errno, name) for name in _TRANSIENT_NAMES if hasattr(errno, name))
 
-    def __init__(self):
+
+def transient(err: BaseException) -> bool:
+    """Whether a read error may pass if the read is tried again (see the module's docstring)."""
+    return isinstance(err, OSError) and err.errno in TRANSIENT_ERRNOS
+
+
+_pause = time.sleep  # the wait between attempts (tests replace it)
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait before retry number `attempt` (0, 1, …): 0.1, 0.4, 1.6, 5, 5, …"""
+    return min(0.1 * 4 ** attempt, 5.0)
+
+
+class ItemReader:
+    """Reads items' bytes; keeps the current tar shard open between calls.
+
+    `retries`: how many more times a read failing with a `transient` error is tried,
+    each after a `backoff` wait (the shard is reopened first); the last failure is
+    raised with the number of attempts in its message.
+    """
+
+    def __init__(self, retries: int = 0):
+        self.retries = max(0, int(retries))
         self._tar_path = None
         self._file = None
         self._archive = None
 
     def read(self, item: Item) -> bytes:
+        attempt = 0
+        while True:
+            try:
+                return self._read(item)
+            except OSError as err:
+                if not transient(err):
+                    raise
+                self.close()  # a network file system may need the file opened again
+                if attempt == self.retries:
+                    if attempt:
+                        raise OSError(err.errno, f"{err.strerror or err} ({attempt + 1} attempts)",
+                                      err.filename) from err
+                    raise
+                log.info("%s: %s; reading it again in %.1f s", item.key, err, backoff(attempt))
+                _pause(backoff(attempt))
+                attempt += 1
+
+    def _read(self, item: Item) -> bytes:
         if not item.tar:
             with open(item.path, "rb") as f:
                 return f.read()
@@ -201,8 +253,11 @@ class ItemReader:
         return member.read()
 
     def close(self) -> None:
-        if self._archive is not None:
-            self._archive.close()
-        if self._file is not None:
-            self._file.close()
+        try:
+            if self._archive is not None:
+                self._archive.close()
+            if self._file is not None:
+                self._file.close()
+        except OSError:  # closing a file whose reads failed can fail the same way
+            pass
         self._tar_path = self._file = self._archive = None
