@@ -17,7 +17,11 @@ or not written into --output under unique names. The manifest (OUTPUT/manifest.c
 has one row per input: path, status (kept | rejected_pass1 | rejected_pass2 | error),
 output name, error reason and every member's score. Run the same command again
 after a crash or kill: inputs already in the manifest are skipped, and the run ends
-with the same manifest and outputs as one that was never interrupted.
+with the same manifest and outputs as one that was never interrupted. An input on
+which the process itself dies (a decoder crash, the OOM killer) is retried alone
+once, then recorded as an error (transfer_learning/inflight.py); a read failing with
+an error that may pass (EIO, timeouts, network file systems) is tried again
+(--read-retries) before it becomes an error row.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ import hashlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
@@ -50,7 +56,9 @@ log = logging.getLogger(__name__)
 
 # Settings a restart must keep: they decide which rows and files the run produces.
 RESULT_SETTINGS = ("pass1", "pass2", "threshold", "rule", "mode", "output", "image_size", "crop", "precision",
-                   "num_shards", "shard_index")
+                   "scaled_decode", "num_shards", "shard_index")
+# What a setting added later was, in effect, for manifests written before it existed.
+EARLIER = {"scaled_decode": False}
 
 
 def accept(scores: np.ndarray, threshold: float, rule: str) -> np.ndarray:
@@ -111,7 +119,7 @@ def _check_settings(config: ClassifyConfig, members: dict, path: Path) -> None:
     sidecar = path.with_suffix(".json")
     if sidecar.exists() and path.exists():
         previous = json.loads(sidecar.read_text()).get("settings", {})
-        changed = sorted(k for k in settings if previous.get(k) != settings[k])
+        changed = sorted(k for k in settings if previous.get(k, EARLIER.get(k)) != settings[k])
         if changed:
             raise ManifestError(f"--manifest: {path} was written with other settings "
                                 f"({', '.join(changed)}); use the same ones to resume, or a new --manifest")
@@ -184,8 +192,9 @@ def classify(config: ClassifyConfig, *, progress: bool = True) -> dict:
     import keras
 
     from transfer_learning import sources
+    from transfer_learning.inflight import DIED, InFlight, marker_path
     from transfer_learning.outputs import OutputFolder
-    from transfer_learning.reader import read_batches
+    from transfer_learning.reader import read_alone, read_batches
 
     # The output folder is never input, even inside an input folder (`classify.py .`).
     items = sources.select_shard(sources.list_items(config.input, exclude=[config.output]),
@@ -197,22 +206,37 @@ def classify(config: ClassifyConfig, *, progress: bool = True) -> dict:
     _check_settings(config, member_paths, path)
     columns = ["path", "status", "output", "reason"] + score_columns(len(first), len(second))
     outputs = OutputFolder(config.output, config.mode, tag=f"s{config.shard_index}")
+    marker = InFlight(marker_path(path))
+    reading = dict(image_size=image_size, crop=crop, max_bytes=config.max_image_bytes,
+                   max_pixels=config.max_image_pixels, scaled=config.scaled_decode, retries=config.read_retries)
     with Manifest(path, columns) as manifest:
         done = set(manifest.done["path"])
         outputs.finish_moves(manifest.done)
         outputs.remove_partials()
         todo = [item for item in items if item.key not in done]
+        suspects, died = marker.left(done)
         log.info("%d inputs (%d already in %s), %d to classify at %d px (%s), batch %d, %s",
                  len(items), len(items) - len(todo), path, len(todo), image_size, crop,
                  config.batch_size, config.precision)
         manifest.append({"path": it.key, "status": ERROR, "output": "", "reason": it.error}
                         for it in todo if it.error)
         readable = [it for it in todo if not it.error]
-        bar = keras.utils.Progbar(len(readable), stateful_metrics=["img/s"], verbose=1 if progress else 0,
+        if died in {it.key for it in readable}:
+            log.warning("%s: the process died on it twice; recorded as an error", died)
+            manifest.append([{"path": died, "status": ERROR, "output": "", "reason": DIED}])
+        suspected = set(suspects)
+        alone = [it for it in readable if it.key in suspected]
+        rest = [it for it in readable if it.key not in suspected and it.key != died]
+        if alone:
+            log.warning("%d inputs were in flight when an earlier run died: each is read alone first",
+                        len(alone))
+        bar = keras.utils.Progbar(len(alone) + len(rest), stateful_metrics=["img/s"],
+                                  verbose=1 if progress else 0,
                                   interval=0.5 if sys.stdout.isatty() else 30.0, unit_name="image")
-        start, count = time.perf_counter(), 0
-        for batch in read_batches(readable, image_size, crop, config.batch_size,
-                                  config.max_image_bytes, config.max_image_pixels):
+        start, count, recorded = time.perf_counter(), 0, 0
+
+        def record(batch) -> int:
+            """Score a batch, write its kept files, then its rows; the end of moves. Rows written."""
             rows = {position: {"path": item.key, "status": ERROR, "output": "", "reason": reason}
                     for position, item, reason in batch.errors}
             kept_items = []
@@ -229,8 +253,25 @@ def classify(config: ClassifyConfig, *, progress: bool = True) -> dict:
             manifest.append(rows[p] for p in sorted(rows))
             for item in kept_items:  # a move ends only once the row is durable
                 outputs.remove_source(item)
-            count += len(rows)
-            bar.add(len(rows), values=[("img/s", count / max(time.perf_counter() - start, 1e-9))])
+            bar.add(len(rows), values=[("img/s", (count + len(rows)) / max(time.perf_counter() - start, 1e-9))])
+            return max(rows) + 1 if rows else 0
+
+        def before_read(stop: int) -> None:  # from the pipeline's thread, once per batch
+            marker.mark([it.key for it in rest[recorded:stop]])
+
+        try:
+            for k, item in enumerate(alone):
+                marker.mark([it.key for it in alone[k:]], alone=item.key)
+                record(read_alone(item, **reading))
+                count += 1
+            for batch in read_batches(rest, batch_size=config.batch_size, before_read=before_read, **reading):
+                end = record(batch)
+                count += len(batch.items) + len(batch.errors)
+                recorded = max(recorded, end)
+        except BaseException:
+            marker.interrupted()
+            raise
+        marker.clear()
         elapsed = time.perf_counter() - start
     frame = read_manifest(path)
     counts = summary(frame)
@@ -279,6 +320,10 @@ def merge_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def _exit_on_sigterm(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -286,6 +331,11 @@ def main(argv=None) -> int:
     if argv[:1] == ["merge"]:
         return merge_main(argv[1:])
     args = build_parser().parse_args(argv)
+    # SIGTERM (a job stopped, a machine preempted) ends the run as an exception does: it
+    # is no input's fault, so the in-flight marker must not blame one (transfer_learning.inflight).
+    own = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and threading.current_thread() is threading.main_thread()
+    if own:
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         extra = tuple(args.inputs) + tuple(args.input or ())
         config = cfg.from_args(ClassifyConfig, args, input=extra or None)
@@ -293,6 +343,9 @@ def main(argv=None) -> int:
     except (ConfigError, DataError, MemberError, ManifestError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    finally:
+        if own:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
     return 0
 
 

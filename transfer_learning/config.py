@@ -124,6 +124,8 @@ class ClassifyConfig(Settings):
     batch_size: int = 32  # images decoded and recorded together
     max_image_bytes: int = 50_000_000  # an input larger than this is an error row, never read into memory
     max_image_pixels: int = 100_000_000  # an image declaring more pixels is an error row, never decoded
+    read_retries: int = 3  # a read failing with EIO, a timeout or a network file system error is tried again this often (after 0.1, 0.4, 1.6 s)
+    scaled_decode: bool = True  # JPEGs at least twice --image-size on both sides decode at 1/2, 1/4 or 1/8 scale in libjpeg, then resize
     micro_batch: int = 0  # images per model call (0: 32 on a CPU, the whole batch on a GPU)
     streams: int = 1  # parallel branches in each model call (0 or 1: one; 2 can help on CPUs with few cores)
     image_size: int = 0  # pixels per side (0: the members' input size)
@@ -145,6 +147,7 @@ class ClassifyConfig(Settings):
         need(self.micro_batch >= 0, "micro_batch", "must be >= 0")
         need(self.max_image_bytes >= 1, "max_image_bytes", "must be at least 1")
         need(self.max_image_pixels >= 1, "max_image_pixels", "must be at least 1")
+        need(self.read_retries >= 0, "read_retries", "must be >= 0")
         need(self.streams >= 0, "streams", "must be >= 0")
         need(self.image_size == 0 or self.image_size >= 32, "image_size", "must be 0 or at least 32")
         need(self.crop in CROPS + ("",), "crop", f"use one of {', '.join(CROPS)}")
