@@ -88,6 +88,11 @@ def argv_for(inputs, members, output, *extra):
             "--output", str(output), "--quiet", *extra]
 
 
+def python_path() -> str:
+    """PYTHONPATH for a child process: this checkout first (not an installed copy of the project)."""
+    return os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
 def relative(frame: pd.DataFrame, root) -> dict[str, dict]:
     root = str(root) + os.sep
     return {row["path"].replace(root, ""): row for row in frame.to_dict("records")}
@@ -300,7 +305,7 @@ def test_killed_run_restarted_ends_like_an_uninterrupted_one(tmp_path, members, 
     monkeypatch.chdir(tmp_path / "clean")
     assert classify.main(argv) == 0
 
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": python_path()}
     manifest = tmp_path / "killed" / "out" / "manifest.csv"
     process = subprocess.Popen([sys.executable, str(ROOT / "transfer_learning" / "classify.py"), *argv],
                                cwd=tmp_path / "killed", env=env,
@@ -522,3 +527,349 @@ def test_links_in_a_tar_and_names_that_are_not_utf8_get_rows(tmp_path, members):
     assert rows["real.png"]["status"] == "kept"
     assert rows["caf\\xe9.png"]["status"] == "kept"  # classified like any photo, its name escaped
     assert len(rows) == 3 + 1 + 2
+
+
+# --------------------------------------------------------------------------- transient read errors
+
+def _flaky_open(monkeypatch, fail: dict[str, tuple[int, int]]):
+    """Make `sources.open` fail on files whose name contains a key: (errno, times; -1 = always)."""
+    from transfer_learning import sources
+
+    calls: dict[str, int] = {}
+
+    def fake(path, mode="r", *args, **kwargs):
+        for word, (code, times) in fail.items():
+            if word in os.fspath(path):
+                calls[word] = calls.get(word, 0) + 1
+                if times < 0 or calls[word] <= times:
+                    raise OSError(code, os.strerror(code), os.fspath(path))
+        return open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(sources, "open", fake, raising=False)
+    waits: list[float] = []
+    monkeypatch.setattr(sources, "_pause", waits.append)
+    return calls, waits
+
+
+def test_a_transient_read_error_is_retried_with_backoff_a_permanent_one_is_not(tmp_path, monkeypatch):
+    import errno
+
+    from transfer_learning.sources import Item, ItemReader, transient
+
+    for name in ("flaky.jpg", "dead.jpg", "denied.jpg"):
+        (tmp_path / name).write_bytes(b"bytes of " + name.encode())
+    calls, waits = _flaky_open(monkeypatch, {"flaky": (errno.EIO, 2), "dead": (errno.ETIMEDOUT, -1),
+                                             "denied": (errno.EACCES, -1)})
+    reader = ItemReader(retries=3)
+    item = lambda name: Item(key=name, name=name, path=str(tmp_path / name))  # noqa: E731
+    assert reader.read(item("flaky.jpg")) == b"bytes of flaky.jpg"
+    assert calls["flaky"] == 3 and waits == [0.1, 0.4]
+    waits.clear()
+    with pytest.raises(OSError, match=r"\(4 attempts\)") as caught:
+        reader.read(item("dead.jpg"))
+    assert caught.value.errno == errno.ETIMEDOUT and calls["dead"] == 4
+    assert waits == pytest.approx([0.1, 0.4, 1.6])
+    waits.clear()
+    with pytest.raises(PermissionError):  # permanent: one attempt, no wait
+        reader.read(item("denied.jpg"))
+    with pytest.raises(FileNotFoundError):
+        reader.read(item("missing.jpg"))
+    with pytest.raises(IsADirectoryError):
+        reader.read(Item(key="d", name="d", path=str(tmp_path)))
+    assert calls["denied"] == 1 and waits == []
+    assert transient(OSError(errno.EAGAIN, "")) and transient(TimeoutError(errno.ETIMEDOUT, ""))
+    assert not transient(OSError(errno.ENOENT, "")) and not transient(OSError("the tar ends 3 bytes early"))
+    assert not transient(ValueError("decode"))
+
+
+def test_transient_read_errors_in_a_run_are_retried_then_scored_or_recorded(tmp_path, members, monkeypatch):
+    """Plain files (read by tf.data, then again in Python when that fails) and tar members
+    (read in Python): failing twice then reading is scored; failing always, an error row."""
+    import errno
+
+    import tensorflow as tf
+
+    photos = tmp_path / "photos"
+    expected = write_photos(photos, 6)
+    for name in ("flaky_a.png", "dead_a.png"):
+        photo(KEPT_RGB, seed=7).save(photos / name)
+    shard = tmp_path / "images_000.tar"
+    with tarfile.open(shard, "w") as tar:
+        _tar_member(tar, "a/b/c/inside.png", _encoded(KEPT_RGB, 8, "PNG"))
+    # tf.data's own read fails for the flaky and dead files: they drop out of the pipeline
+    # and are read again in Python, where `open` fails as the table says.
+    real_read = tf.io.read_file
+
+    def failing_read(filename, name=None):
+        bad = tf.strings.regex_full_match(filename, ".*(flaky|dead).*")
+        with tf.control_dependencies([tf.debugging.Assert(tf.logical_not(bad), ["simulated EIO"])]):
+            return real_read(filename)
+
+    monkeypatch.setattr(tf.io, "read_file", failing_read)
+    calls, waits = _flaky_open(monkeypatch, {"flaky_a": (errno.EIO, 2), "dead_a": (errno.EIO, -1),
+                                             "images_000.tar": (errno.ESTALE, 1)})
+    output = tmp_path / "out"
+    assert classify.main(argv_for([photos, shard], members, output, "--batch-size", "4")) == 0
+    rows = {Path(r["path"]).name: r for r in read_manifest(output / "manifest.csv").to_dict("records")}
+    assert rows["flaky_a.png"]["status"] == "kept" and rows["inside.png"]["status"] == "kept"
+    assert rows["dead_a.png"]["status"] == "error"
+    assert "Input/output error (4 attempts)" in rows["dead_a.png"]["reason"], rows["dead_a.png"]["reason"]
+    assert {Path(k).name: rows[Path(k).name]["status"] for k in expected} == {Path(k).name: s for k, s in expected.items()}
+    assert calls == {"flaky_a": 3, "dead_a": 4, "images_000.tar": 2}
+    assert sorted(waits) == sorted([0.1, 0.4] + [0.1, 0.4, 1.6] + [0.1])
+    # --read-retries 0: the first failure is final.
+    calls.clear()
+    output = tmp_path / "out0"
+    assert classify.main(argv_for([photos], members, output, "--read-retries", "0")) == 0
+    rows = {Path(r["path"]).name: r for r in read_manifest(output / "manifest.csv").to_dict("records")}
+    assert rows["flaky_a.png"]["status"] == "error" and calls["flaky_a"] == 1
+    assert "attempts" not in rows["flaky_a.png"]["reason"]
+
+
+# --------------------------------------------------------------------------- a process that dies on an input
+
+def test_the_inflight_marker_names_the_suspects_and_the_input_that_died_alone(tmp_path, caplog):
+    from transfer_learning.inflight import InFlight, marker_path
+
+    path = marker_path(tmp_path / "manifest-00001-of-00002.csv")
+    assert path.name == "manifest-00001-of-00002.inflight.json"
+    marker = InFlight(path)
+    assert marker.left(set()) == ([], "")
+    marker.mark(["a", "b", "c"])
+    assert json_of(path) == {"pid": os.getpid(), "alone": "", "keys": ["a", "b", "c"]}
+    assert InFlight(path).left({"a"}) == (["b", "c"], "")  # a has its row: not a suspect
+    marker.mark(["b", "c"], alone="b")
+    assert InFlight(path).left({"a"}) == (["c"], "b")
+    assert InFlight(path).left({"b"}) == (["c"], "")  # b got its row after all
+    marker.interrupted()  # an exception while b was alone is not b's fault
+    assert InFlight(path).left(set()) == (["b", "c"], "")
+    marker.interrupted()  # an exception in the batch phase: nothing to retry alone
+    assert not path.exists()
+    path.write_text("{not json")
+    assert InFlight(path).left(set()) == ([], "") and "unreadable in-flight marker" in caplog.text
+
+
+def json_of(path):
+    import json
+
+    return json.loads(Path(path).read_text())
+
+
+def _spy_reads(monkeypatch, marker_file):
+    """Record which keys classify reads alone (with the marker's `alone` then) and in batches."""
+    from transfer_learning import reader
+
+    alone, batched = [], []
+    real_alone, real_batches = reader.read_alone, reader.read_batches
+
+    def read_alone(item, **kwargs):
+        alone.append((item.key, json_of(marker_file)["alone"]))
+        return real_alone(item, **kwargs)
+
+    def read_batches(items, **kwargs):
+        batched.extend(it.key for it in items)
+        yield from real_batches(items, **kwargs)
+
+    monkeypatch.setattr(reader, "read_alone", read_alone)
+    monkeypatch.setattr(reader, "read_batches", read_batches)
+    return alone, batched
+
+
+def test_a_restart_reads_what_a_dead_process_had_in_flight_alone_first(tmp_path, members, monkeypatch):
+    from transfer_learning.inflight import DIED, InFlight
+
+    photos, output = tmp_path / "photos", tmp_path / "out"
+    expected = write_photos(photos, 9)
+    keys = {name: os.path.realpath(photos / name) for name in expected}
+    names = sorted(expected)
+    # As a process killed in the middle of a batch leaves it: three keys in flight, one with a row.
+    output.mkdir()
+    marker_file = output / "manifest.inflight.json"
+    InFlight(marker_file).mark([keys[n] for n in names[2:5]])
+    alone, batched = _spy_reads(monkeypatch, marker_file)
+    assert classify.main(argv_for([photos], members, output, "--batch-size", "4")) == 0
+    assert alone == [(keys[n], keys[n]) for n in names[2:5]]  # one at a time, each marked alone
+    assert sorted(batched) == sorted(keys[n] for n in names[:2] + names[5:])
+    rows = relative(read_manifest(output / "manifest.csv"), photos)
+    assert {k: r["status"] for k, r in rows.items()} == expected
+    assert not marker_file.exists()  # a finished run leaves no marker
+
+    # The process died again on names[6] while reading it alone: an error row, never read again.
+    output = tmp_path / "out2"
+    output.mkdir()
+    marker_file = output / "manifest.inflight.json"
+    InFlight(marker_file).mark([keys[n] for n in names[6:9]], alone=keys[names[6]])
+    monkeypatch.undo()
+    alone, batched = _spy_reads(monkeypatch, marker_file)
+    assert classify.main(argv_for([photos], members, output, "--batch-size", "4")) == 0
+    assert [k for k, _ in alone] == [keys[n] for n in names[7:9]]
+    assert keys[names[6]] not in batched and len(batched) == 6
+    rows = relative(read_manifest(output / "manifest.csv"), photos)
+    assert rows[names[6]]["status"] == "error" and rows[names[6]]["reason"] == DIED
+    assert {k: r["status"] for k, r in rows.items() if k != names[6]} == \
+        {k: s for k, s in expected.items() if k != names[6]}
+
+
+def test_sigterm_while_an_input_is_read_alone_blames_no_input(tmp_path, members, monkeypatch):
+    from transfer_learning import reader
+    from transfer_learning.inflight import InFlight
+
+    photos, output = tmp_path / "photos", tmp_path / "out"
+    expected = write_photos(photos, 4)
+    keys = sorted(os.path.realpath(photos / name) for name in expected)
+    output.mkdir()
+    marker_file = output / "manifest.inflight.json"
+    InFlight(marker_file).mark(keys[:2])
+
+    def terminated(item, **kwargs):  # a job scheduler stops the run while keys[0] is alone
+        assert json_of(marker_file)["alone"] == item.key
+        assert signal.getsignal(signal.SIGTERM) is classify._exit_on_sigterm  # else this would end pytest
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises here
+
+    monkeypatch.setattr(reader, "read_alone", terminated)
+    with pytest.raises(SystemExit) as stopped:
+        classify.main(argv_for([photos], members, output))
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
+    assert json_of(marker_file)["alone"] == "" and json_of(marker_file)["keys"] == keys[:2]
+    monkeypatch.undo()
+    assert classify.main(argv_for([photos], members, output)) == 0
+    assert {k: r["status"] for k, r in relative(read_manifest(output / "manifest.csv"), photos).items()} == expected
+
+
+POISONED_RUN = """
+import os, signal, sys
+import numpy as np
+import tensorflow as tf
+from transfer_learning import classify, reader
+
+real = reader.decode_and_resize
+
+def poisoned(data, *args, **kwargs):  # a decoder that kills the process on one input
+    def check(encoded):  # bytes in a graph, a 0-d object array when eager
+        if b"POISON" in (encoded.item() if isinstance(encoded, np.ndarray) else encoded):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return np.int64(0)
+    with tf.control_dependencies([tf.numpy_function(check, [data], tf.int64)]):
+        data = tf.identity(data)
+    return real(data, *args, **kwargs)
+
+reader.decode_and_resize = poisoned
+sys.exit(classify.main(sys.argv[1:]))
+"""
+
+
+def _run_python(code: str, args, cwd) -> int:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": python_path()}
+    return subprocess.run([sys.executable, "-c", code, *map(str, args)], cwd=cwd, env=env,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300).returncode
+
+
+@pytest.mark.slow  # two Python processes started (and killed): ~20 s here
+def test_an_input_the_process_dies_on_ends_as_an_error_row_and_the_others_are_scored(tmp_path, members):
+    from PIL import PngImagePlugin
+
+    from transfer_learning.inflight import DIED
+
+    photos, output = tmp_path / "photos", tmp_path / "out"
+    expected = write_photos(photos, 8)
+    text = PngImagePlugin.PngInfo()
+    text.add_text("note", "POISON")
+    photo(KEPT_RGB, seed=99).save(photos / "sub1" / "photo_0004b.png", pnginfo=text)  # sorts mid-way
+    argv = argv_for([photos], members, output, "--batch-size", "2")
+    assert _run_python(POISONED_RUN, argv, tmp_path) == -signal.SIGKILL  # dies in a batch
+    first = json_of(output / "manifest.inflight.json")
+    poison = os.path.realpath(photos / "sub1" / "photo_0004b.png")
+    assert poison in first["keys"] and first["alone"] == ""
+    assert _run_python(POISONED_RUN, argv, tmp_path) == -signal.SIGKILL  # dies again, alone
+    assert json_of(output / "manifest.inflight.json")["alone"] == poison
+    assert classify.main(argv) == 0  # here, without the poisoned decoder: it must not read it again
+    rows = relative(read_manifest(output / "manifest.csv"), photos)
+    assert rows.pop("sub1/photo_0004b.png")["reason"] == DIED
+    assert {k: r["status"] for k, r in rows.items()} == expected  # every batch-mate scored
+    assert not (output / "manifest.inflight.json").exists()
+
+
+# --------------------------------------------------------------------------- the engine: trunk reuse, scaled decode
+
+def conv_members(size: int, count: int, seed: int = 0) -> list:
+    """Random conv nets with one trunk (bit for bit) up to a layer named like DenseNet's
+    split layer, and each its own random tail and head: a tiny shared-trunk ensemble."""
+    from transfer_learning.member import SPLIT_LAYER
+
+    rng = np.random.default_rng(seed)
+    members = []
+    for i in range(count):
+        def init(k, member=0):  # the trunk's (and so its configuration) the same in every member
+            return keras.initializers.HeNormal(seed=seed * 100 + member * 10 + k)
+
+        inputs = keras.Input((size, size, 3))
+        x = keras.layers.Conv2D(8, 3, strides=2, activation="relu", name="c1", kernel_initializer=init(1))(inputs)
+        x = keras.layers.Conv2D(16, 3, strides=2, activation="relu", name="c2", kernel_initializer=init(2))(x)
+        x = keras.layers.AveragePooling2D(2, name=SPLIT_LAYER)(x)
+        x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="tail",
+                                kernel_initializer=init(3, i))(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid", name="score")(x), name=f"m{i}")
+        kernel, bias = model.get_layer("score").get_weights()
+        model.get_layer("score").set_weights([rng.normal(0, 30 / np.sqrt(16), kernel.shape), bias - 1.0])
+        members.append(model)
+    return members
+
+
+def test_pass_2_scores_the_survivors_from_the_trunk_features_pass_1_computed():
+    import tensorflow as tf
+
+    from transfer_learning.ensemble import Ensemble
+
+    members = conv_members(32, 4)
+    ensemble = Ensemble(members)
+    assert ensemble.shared and len(ensemble.sources) == 1
+    images = np.random.default_rng(1).random((8, 32, 32, 3)).astype(np.float32)
+    whole = np.concatenate([m(images, training=False).numpy() for m in members], axis=1)
+    threshold = float(np.sort(whole[:, :2].min(axis=1))[3:5].mean())  # 4 of 8 survive pass 1
+    trunk, seen = ensemble.sources[0].trunk, tf.Variable(0, dtype=tf.int64)
+
+    class Counted:  # the trunk, counting the images it runs on
+        outputs = trunk.outputs
+
+        def __call__(self, x, training=False):
+            seen.assign_add(tf.shape(x, out_type=tf.int64)[0])
+            return trunk(x, training=training)
+
+    ensemble.sources[0].trunk = Counted()
+    scores1, scores2, passed, kept = classify.decide(ensemble, tf.constant(images), [0, 1], [2, 3],
+                                                     threshold, "all")
+    assert passed.sum() == 4 and int(seen.numpy()) == 8  # the trunk ran once per image, not 8 + 4
+    np.testing.assert_allclose(scores1, whole[:, :2], atol=1e-5)
+    np.testing.assert_allclose(scores2[passed], whole[passed, 2:], atol=1e-5)
+    assert np.isnan(scores2[~passed]).all()
+
+
+@pytest.mark.parametrize("size, scale", [(64, 8), (160, 2)])
+def test_scaled_decode_keeps_scores_within_the_bf16_tolerance(tmp_path, size, scale):
+    """A random-weight ensemble on 800x600 JPEGs, decoded at 1/scale vs in full: scores within
+    2e-2, the tolerance the engine's bf16 scores have against fp32 (test_transfer_model.py)."""
+    from data.pipeline import jpeg_scale
+    from transfer_learning.ensemble import Ensemble
+    from transfer_learning.reader import read_batches
+    from transfer_learning.sources import list_items
+
+    assert jpeg_scale(600, 800, size) == scale
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:600, 0:800]
+    for i in range(6):
+        phase = rng.random(3) * 6.28
+        image = np.stack([127 + 100 * np.sin(xx / (30 + 15 * c + 5 * i) + yy / (50 + 10 * i) + phase[c])
+                          for c in range(3)], -1) + rng.normal(0, 8, (600, 800, 3))
+        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(tmp_path / f"p{i}.jpg", quality=90)
+    items = list_items([str(tmp_path)])
+    ensemble = Ensemble(conv_members(size, 3, seed=size))
+    scores = {}
+    for scaled in (False, True):
+        images = np.concatenate([b.images.numpy() for b in read_batches(items, size, "stretch", 4, scaled=scaled)])
+        scores[scaled] = ensemble(images)
+    assert scores[False].std() > 0.05  # the scores vary: the comparison means something
+    difference = np.abs(scores[True] - scores[False])
+    assert 0 < difference.max() <= 2e-2, difference.max()  # measured: 1e-3 to 2e-3
