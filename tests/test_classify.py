@@ -189,6 +189,7 @@ def test_gldv2_tar_shards_are_read_in_place(tmp_path, members):
                 "0/1/2/012bbb.jpg": (_encoded(DARK_RGB, 2), "rejected_pass1"),
                 "0/1/3/013ccc.jpg": (_encoded(GREY_RGB, 3), "rejected_pass2"),
                 "0/1/3/013ddd.jpg": (b"\xff\xd8\xff broken", "error"),
+                "0/1/3/013zzz.jpg": (b"", "error"),  # a zero-byte member: its row, and the stream goes on
                 "0/1/3/013eee.png": (_encoded(KEPT_RGB, 4, "PNG"), "kept")}
     with tarfile.open(shards / "images_000.tar", "w") as tar:
         _tar_member(tar, "README.txt", b"not an image, not an input")
@@ -210,6 +211,8 @@ def test_gldv2_tar_shards_are_read_in_place(tmp_path, members):
                  "images_001.tar": "error"}  # the shard itself: its end is missing
     assert {k: r["status"] for k, r in rows.items()} == expected
     assert "the tar ends" in rows["images_001.tar/1/2/3/123ggg.jpg"]["reason"]
+    assert rows["images_000.tar/0/1/3/013zzz.jpg"]["reason"] == "empty file"
+    assert rows["images_000.tar/0/1/3/013ddd.jpg"]["reason"] == "corrupt or truncated: Invalid JPEG data, size 10"
     assert "truncated tar after 2 images" in rows["images_001.tar"]["reason"]
     # Kept images are written from the shard's bytes; nothing else was extracted.
     for key, row in rows.items():

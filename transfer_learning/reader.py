@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
 
@@ -48,7 +49,8 @@ MAX_PIXELS = 100_000_000  # per input, as declared by its header (PIL warns from
 
 def _first_line(err: BaseException) -> str:
     message = getattr(err, "message", None) or str(err)
-    message = message.strip()
+    # TensorFlow's wrapping: "{{function_node __wrapped__DecodeJpeg_device_…}} <message> [Op:DecodeJpeg] name:"
+    message = re.sub(r"^\{\{function_node [^}]*\}\}\s*|\s*\[Op:\w+\]( name:.*)?$", "", message.strip())
     return message.splitlines()[0][:200] if message else type(err).__name__
 
 
@@ -141,6 +143,8 @@ def _admit(item: Item, reader: ItemReader, max_bytes: int, max_pixels: int) -> t
         data = reader.read(item)
     except Exception as err:  # noqa: BLE001 — any read failure is this input's error
         return unreadable(err), "", b""
+    if not data:
+        return "empty file", "", b""
     return too_many_pixels(item, data, max_pixels) or "", "", data
 
 
@@ -195,8 +199,11 @@ def read_batches(items: Sequence[Item], image_size: int, crop: str = "stretch",
         return
     read_errors: dict[int, str] = {}
     hook_errors: list[BaseException] = []
+    finished: list[bool] = []
 
     def generate():
+        # An exception here would end the stream early (tf.data's `ignore_errors` takes it
+        # for the last element's), so each input's failure is caught and recorded.
         reader = ItemReader(retries)
         try:
             for index, item in enumerate(items):
@@ -207,11 +214,15 @@ def read_batches(items: Sequence[Item], image_size: int, crop: str = "stretch",
                         hook_errors.append(err)
                         return
                 # Never decoded, nor even read: the gap each leaves reports its reason.
-                reason, path, data = _admit(item, reader, max_bytes, max_pixels)
+                try:
+                    reason, path, data = _admit(item, reader, max_bytes, max_pixels)
+                except Exception as err:  # noqa: BLE001 — this input's error, not the stream's end
+                    reason = f"cannot be read: {_first_line(err)}"
                 if reason:
                     read_errors[index] = reason
                     continue
                 yield index, path, data
+            finished.append(True)
         finally:
             reader.close()
 
@@ -260,6 +271,8 @@ def read_batches(items: Sequence[Item], image_size: int, crop: str = "stretch",
             yield batch
         if hook_errors:  # the in-flight marker could not be written: read nothing more
             raise hook_errors[0]
+        if not finished:  # never expected: read the rest one by one here instead? no: say so
+            raise RuntimeError(f"the input pipeline stopped after {expected} of {len(items)} inputs")
         recovered, errors = gaps(len(items))
         if recovered or errors:
             yield _batch(recovered, errors, image_size)
