@@ -469,6 +469,24 @@ def test_a_member_files_digest_is_its_sha256_and_a_folders_covers_names_and_byte
     assert classify.file_digest(folder) != before  # same bytes, another layout: another member
 
 
+def test_scaled_decode_is_a_result_setting_and_older_manifests_decoded_in_full(tmp_path, members, capsys):
+    import json
+
+    photos, output = tmp_path / "photos", tmp_path / "out"
+    write_photos(photos, 3)
+    assert classify.main(argv_for([photos], members, output)) == 0
+    assert classify.main(argv_for([photos], members, output, "--no-scaled-decode")) == 2
+    assert "scaled_decode" in capsys.readouterr().err
+    # A manifest from before the setting existed was decoded in full: it resumes only so.
+    sidecar = output / "manifest.json"
+    saved = json.loads(sidecar.read_text())
+    del saved["settings"]["scaled_decode"]
+    sidecar.write_text(json.dumps(saved))
+    assert classify.main(argv_for([photos], members, output)) == 2
+    assert "scaled_decode" in capsys.readouterr().err
+    assert classify.main(argv_for([photos], members, output, "--no-scaled-decode")) == 0
+
+
 def _png_declaring(width: int, height: int) -> bytes:
     """A few-byte PNG whose header declares width x height pixels (a decompression bomb)."""
     import struct
