@@ -1,10 +1,15 @@
-"""Curation throughput, pass 1: the original's way vs classify.py's engine, float32 and mixed_bfloat16.
+"""Curation throughput: the original's way vs classify.py's engine (pass 1, then both passes), and its reader.
 
-    python benchmarks/bench_classify.py [--size 300] [--members 3] [--rounds 3]
+    python benchmarks/bench_classify.py [--size 300] [--members 3] [--pass2-members 3] [--rounds 3]
 
-Three DenseNet201 members at 300 px with random weights (no download; the same
-FLOPs as ImageNet's), all from one saved random base, as members fine-tuned from
-ImageNet share its frozen trunk:
+Smallest settings (checks that it runs; the figures mean nothing):
+
+    python benchmarks/bench_classify.py --backbone DenseNet121 --size 32 --members 2 --pass2-members 1 \
+        --rounds 1 --original-images 1 --engine-images 2 --reader-images 4 --batch 2 --micro-batch 2
+
+DenseNet201 members at 300 px with random weights (no download; the same FLOPs as
+ImageNet's), all from one saved random base, as members fine-tuned from ImageNet share
+its frozen trunk. Pass 1 (--members members):
   original       one `model.predict(x[None])` per image per member (the original's loop)
   engine fp32    classify.py's Ensemble with its CPU defaults: the trunk up to pool4_pool
                  once per image, then the three conv5+head tails, one compiled function
@@ -14,17 +19,33 @@ ImageNet share its frozen trunk:
   engine+files   the bf16 engine fed by classify.py's reader: JPEG files (640x480)
                  decoded and resized by tf.data in parallel, bad-file bookkeeping (the
                  reader's cost; on a CPU without bf16 units read it against fp32)
+Both passes (--members + --pass2-members members; every image passes pass 1, so pass 2
+runs on all of them, the most work a batch can cost):
+  original, 2 passes   one `predict` per image per member of both passes (6 by default)
+  engine ..., 2 passes `classify.decide`: one trunk, the pass-1 tails, then the pass-2 tails
+                       on pass 1's trunk features (no second trunk)
+Reader, no model: --reader-images 800x600 JPEGs decoded and resized to --size (stretch):
+  memory full/scaled   the encoded bytes already in memory, decoded by tf.data in parallel
+                       (`decode_and_resize`), full decode or DCT-scaled (`--scaled-decode`)
+  files full/scaled    classify.py's reader (`read_batches`) over a folder of JPEG files:
+                       reads, header checks, bookkeeping and building its pipeline (once
+                       per classify.py run, here once per round) included
+  tar scaled           the same reader over one tar shard of the same JPEGs
 Variants run round-robin (A, B, C, …, A, B, C, …) so that all see the same machine
 load; the best round of each is reported. The matmul peaks are measured in the same
-run and FLOPs are counted by TensorFlow's profiler on each graph. Prints a table,
+run and FLOPs are counted by TensorFlow's profiler on each graph. Also printed: the
+scores' largest change from scaled decoding (engine fp32, 800x600 JPEGs) and the cost
+of one in-flight marker write (classify.py writes one per batch). Prints the tables,
 then one JSON line.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -35,8 +56,11 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from data.pipeline import decode_and_resize, jpeg_scale  # noqa: E402
 from peaks import matmul_peak  # noqa: E402
+from transfer_learning.classify import decide  # noqa: E402
 from transfer_learning.ensemble import Ensemble, for_inference, split_member  # noqa: E402
+from transfer_learning.inflight import InFlight  # noqa: E402
 from transfer_learning.member import build_member, save_base_init  # noqa: E402
 from transfer_learning.reader import read_batches  # noqa: E402
 from transfer_learning.sources import list_items  # noqa: E402
@@ -53,55 +77,97 @@ def gflops(model, shape) -> float:
     return model_analyzer.profile(graph, options=options).total_float_ops / 1e9
 
 
-def write_photos(folder: Path, count: int) -> None:
-    """JPEG photos of a typical GLDv2 size (640x480), smooth enough to compress like photos."""
+def photo_jpeg(rng, width: int, height: int) -> bytes:
+    """A JPEG smooth enough to compress like a photo (colour waves plus a little noise)."""
+    yy, xx = np.mgrid[0:height, 0:width]
+    phase = rng.random(3) * 6.28
+    image = np.stack([127 + 100 * np.sin(xx / (40 + 10 * c) + yy / 70 + phase[c]) for c in range(3)], -1)
+    image += rng.normal(0, 8, image.shape)
+    buffer = io.BytesIO()
+    Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def write_photos(folder: Path, count: int, width: int = 640, height: int = 480) -> list[bytes]:
+    """`count` photo-like JPEGs of width x height in `folder` (GLDv2's are mostly 640-800 wide)."""
+    folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[0:480, 0:640]
-    for i in range(count):
-        phase = rng.random(3) * 6.28
-        image = np.stack([127 + 100 * np.sin(xx / (40 + 10 * c) + yy / 70 + phase[c]) for c in range(3)], -1)
-        image += rng.normal(0, 8, image.shape)
-        Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(folder / f"photo_{i:04d}.jpg", quality=90)
+    encoded = [photo_jpeg(rng, width, height) for _ in range(count)]
+    for i, data in enumerate(encoded):
+        (folder / f"photo_{i:04d}.jpg").write_bytes(data)
+    return encoded
+
+
+def write_tar(path: Path, encoded: list[bytes]) -> None:
+    with tarfile.open(path, "w") as tar:
+        for i, data in enumerate(encoded):
+            info = tarfile.TarInfo(f"0/1/2/photo_{i:04d}.jpg")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+
+
+def marker_write_ms(folder: Path, keys: int, repeats: int = 20) -> float:
+    """Milliseconds of one in-flight marker write naming `keys` GLDv2-like keys."""
+    marker = InFlight(folder / "manifest.inflight.json")
+    names = [f"{folder}/images_{k % 500:03d}.tar/a/b/c/{k:016x}.jpg" for k in range(keys)]
+    start = time.perf_counter()
+    for _ in range(repeats):
+        marker.mark(names)
+    marker.clear()
+    return (time.perf_counter() - start) / repeats * 1e3
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size", type=int, default=300)
-    parser.add_argument("--members", type=int, default=3)
-    parser.add_argument("--backbone", default="DenseNet201")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--original-images", type=int, default=12, help="per round")
-    parser.add_argument("--engine-images", type=int, default=64, help="per round")
+    parser.add_argument("--size", type=int, default=300, help="the members' input size (px)")
+    parser.add_argument("--members", type=int, default=3, help="pass-1 members")
+    parser.add_argument("--pass2-members", type=int, default=3, help="pass-2 members (0: no both-passes rows)")
+    parser.add_argument("--backbone", default="DenseNet201", help="a DenseNet (the trunk ends at pool4_pool)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every variant; the best counts")
+    parser.add_argument("--original-images", type=int, default=12, help="per round, the original's variants")
+    parser.add_argument("--engine-images", type=int, default=64, help="per round, the engine's variants")
+    parser.add_argument("--reader-images", type=int, default=256, help="per round, the reader's variants")
     parser.add_argument("--batch", type=int, default=32, help="images per batch (classify.py --batch-size)")
     parser.add_argument("--micro-batch", type=int, default=32, help="images per model call (the CPU default)")
     parser.add_argument("--streams", type=int, default=1, help="parallel branches per call (the default)")
     args = parser.parse_args(argv)
     tf.get_logger().setLevel("ERROR")  # predict() per image per member retraces: expected, not news
+    first = list(range(args.members))
+    second = list(range(args.members, args.members + args.pass2_members))
 
     with tempfile.TemporaryDirectory() as tmp:
-        init = save_base_init(Path(tmp) / "base.weights.h5", args.backbone, args.size, seed=0)
+        tmp = Path(tmp)
+        init = save_base_init(tmp / "base.weights.h5", args.backbone, args.size, seed=0)
         members = [build_member(args.backbone, args.size, str(init), seed=s, name=f"member_{s}")
-                   for s in range(args.members)]
-        engines = {}
-        for precision, short in (("float32", "fp32"), ("mixed_bfloat16", "bf16")):
-            for fuse, suffix in ((True, ""), (False, ", stock BN")):
-                copies = [for_inference(m, precision, fuse_batchnorm=fuse) for m in members]
-                engines[f"engine {short}{suffix}"] = Ensemble(
-                    copies, micro_batch=args.micro_batch, streams=args.streams)
-        assert all(e.shared for e in engines.values())
+                   for s in range(args.members + args.pass2_members)]
+        copies = {(precision, fuse): [for_inference(m, precision, fuse_batchnorm=fuse)
+                                      for m in (members if fuse else members[:args.members])]
+                  for precision in ("float32", "mixed_bfloat16") for fuse in (True, False)}
+        engines, both = {}, {}
+        for (precision, fuse), models in copies.items():
+            short = "fp32" if precision == "float32" else "bf16"
+            engines[f"engine {short}{'' if fuse else ', stock BN'}"] = Ensemble(
+                models[:args.members], micro_batch=args.micro_batch, streams=args.streams)
+            if fuse and second:
+                both[f"engine {short}, 2 passes"] = Ensemble(
+                    models, micro_batch=args.micro_batch, streams=args.streams)
+        assert all(e.shared for e in [*engines.values(), *both.values()])
         rng = np.random.default_rng(0)
-        images = rng.random((max(args.engine_images, args.original_images), args.size, args.size, 3),
-                            np.float32)
-        photos = Path(tmp) / "photos"
-        photos.mkdir()
-        write_photos(photos, args.engine_images)
-        items = list_items([str(photos)])
+        count = max(args.engine_images, args.original_images)
+        images = rng.random((count, args.size, args.size, 3), np.float32)
+        write_photos(tmp / "photos", args.engine_images)
+        items = list_items([str(tmp / "photos")])
+        big = write_photos(tmp / "big", args.reader_images, 800, 600)
+        big_items = list_items([str(tmp / "big")])
+        write_tar(tmp / "images_000.tar", big)
+        tar_items = list_items([str(tmp / "images_000.tar")])
 
-
-        def original(n):
-            for x in images[:n]:
-                for m in members:
-                    m.predict(x[None], verbose=0)
+        def original(which):
+            def run(n):
+                for x in images[:n]:
+                    for m in which:
+                        m.predict(x[None], verbose=0)
+            return run
 
         def engine(ensemble):
             def run(n):
@@ -109,15 +175,47 @@ def main(argv=None) -> int:
                     ensemble(images[start:min(start + args.batch, n)])
             return run
 
+        def two_passes(ensemble):
+            def run(n):
+                for start in range(0, n, args.batch):
+                    _, _, passed, _ = decide(ensemble, images[start:min(start + args.batch, n)], first, second,
+                                             -1.0, "all")  # every image passes pass 1
+                    assert passed.all()
+            return run
+
         def engine_files(n):
             for batch in read_batches(items[:n], args.size, "stretch", args.batch):
                 engines["engine bf16"](batch.images)
 
-        variants = {"original": (original, args.original_images)}
-        variants.update({name: (engine(e), args.engine_images) for name, e in engines.items()})
-        variants["engine+files bf16"] = (engine_files, args.engine_images)
-        for fn, _ in variants.values():  # warm-up: tracing, first-call allocations
-            fn(min(args.batch, 2) if fn is not original else 1)
+        def in_memory(scaled):
+            ds = (tf.data.Dataset.from_tensor_slices(big)  # built (traced) once, outside the timing
+                  .map(lambda d: decode_and_resize(d, args.size, "stretch", scaled),
+                       num_parallel_calls=tf.data.AUTOTUNE))
+
+            def run(n):
+                assert sum(int(b.shape[0]) for b in ds.take(n).batch(args.batch).prefetch(2)) == n
+            return run
+
+        def reader(chosen, scaled):
+            def run(n):
+                assert sum(len(b.items) for b in read_batches(chosen[:n], args.size, "stretch", args.batch,
+                                                              scaled=scaled)) == n
+            return run
+
+        model_variants = {"original": (original(members[:args.members]), args.original_images)}
+        model_variants.update({name: (engine(e), args.engine_images) for name, e in engines.items()})
+        model_variants["engine+files bf16"] = (engine_files, args.engine_images)
+        if second:
+            model_variants["original, 2 passes"] = (original(members), args.original_images)
+            model_variants.update({name: (two_passes(e), args.engine_images) for name, e in both.items()})
+        reader_variants = {"memory, full decode": (in_memory(False), args.reader_images),
+                           "memory, scaled decode": (in_memory(True), args.reader_images),
+                           "files, full decode": (reader(big_items, False), args.reader_images),
+                           "files, scaled decode": (reader(big_items, True), args.reader_images),
+                           "tar shard, scaled decode": (reader(tar_items, True), args.reader_images)}
+        variants = {**model_variants, **reader_variants}
+        for name, (fn, _) in variants.items():  # warm-up: tracing, first-call allocations
+            fn(1 if name.startswith("original") else min(args.batch, 2))
         rates: dict[str, list[float]] = {name: [] for name in variants}
         peaks = []  # measured in every round too: the best is the machine's
         for _ in range(args.rounds):
@@ -131,48 +229,72 @@ def main(argv=None) -> int:
 
         check = images[:8]
         score32, score16 = engines["engine fp32"](check), engines["engine bf16"](check)
-        one_by_one = np.concatenate([m.predict(check, verbose=0) for m in members], axis=1)
+        one_by_one = np.concatenate([m.predict(check, verbose=0) for m in members[:args.members]], axis=1)
+        decoded = {scaled: np.concatenate([b.images.numpy() for b in read_batches(
+            big_items[:8], args.size, "stretch", args.batch, scaled=scaled)]) for scaled in (False, True)}
+        diff_scaled = float(np.abs(engines["engine fp32"](decoded[True])
+                                   - engines["engine fp32"](decoded[False])).max())
         trunk, tail = split_member(members[0])
         shape = (args.size, args.size, 3)
         member_gf = gflops(members[0], shape)
         trunk_gf = gflops(trunk, shape)
         tail_gf = gflops(tail, tuple(trunk.outputs[0].shape[1:]))
+        marker_ms = marker_write_ms(tmp, 3 * args.batch)
 
     best = {name: max(r) for name, r in rates.items()}
-    work = {"original": member_gf * args.members}
+    total = args.members + args.pass2_members
+    work = {"original": member_gf * args.members, "original, 2 passes": member_gf * total}
     engine_gf = trunk_gf + tail_gf * args.members
-    base = best["original"]
-    print(f"\npass 1 of classify.py: {args.members} x {args.backbone} at {args.size} px, random weights, "
-          f"batch {args.batch}, calls of {args.micro_batch} images in {args.streams} branches, "
-          f"best of {args.rounds} rounds")
-    print(f"{'variant':<24}{'images/s':>9}{'vs original':>13}{'GFLOP/image':>13}{'GFLOP/s':>9}{'of peak':>9}")
+    both_gf = trunk_gf + tail_gf * total
+    print(f"\nclassify.py: {args.backbone} members at {args.size} px, random weights, batch {args.batch}, "
+          f"calls of {args.micro_batch} images in {args.streams} branches, best of {args.rounds} rounds")
+    print(f"{'variant':<26}{'images/s':>9}{'vs original':>13}{'GFLOP/image':>13}{'GFLOP/s':>9}{'of peak':>9}")
     rows = {}
-    for name in variants:
-        flops = work.get(name, engine_gf)
+    for name in model_variants:
+        flops = work.get(name, both_gf if "2 passes" in name else engine_gf)
+        base = best["original, 2 passes" if "2 passes" in name else "original"]
         achieved = best[name] * flops
         peak = peak16 if "bf16" in name else peak32
         rows[name] = dict(rate=best[name], ratio=best[name] / base, fraction=achieved / peak)
-        print(f"{name:<24}{best[name]:>9.2f}{best[name] / base:>12.2f}x{flops:>13.2f}{achieved:>9.1f}"
+        if name == "original, 2 passes":
+            print(f"both passes ({args.members} + {args.pass2_members} members, every image passes pass 1):")
+        print(f"{name:<26}{best[name]:>9.2f}{best[name] / base:>12.2f}x{flops:>13.2f}{achieved:>9.1f}"
               f"{achieved / peak:>8.0%}")
     print(f"one member {member_gf:.2f} GFLOP = trunk to pool4_pool {trunk_gf:.2f} ({trunk_gf / member_gf:.0%}) "
           f"+ conv5 and head {tail_gf:.2f}; matmul peak fp32 {peak32:.0f}, bf16 {peak16:.0f} GFLOP/s")
+    scale = jpeg_scale(600, 800, args.size)
+    print(f"\nreader, no model: 800x600 JPEGs to {args.size} px (scaled decode at 1/{scale}), batch {args.batch}")
+    print(f"{'variant':<26}{'images/s':>9}{'vs memory, full':>17}")
+    for name in reader_variants:
+        print(f"{name:<26}{best[name]:>9.1f}{best[name] / best['memory, full decode']:>16.2f}x")
     diff32 = float(np.abs(score32 - one_by_one).max())
     diff16 = float(np.abs(score16 - score32).max())
-    print(f"engine fp32 vs members one by one: max |score difference| {diff32:.2e}; "
-          f"bf16 vs fp32: {diff16:.2e}")
+    print(f"engine fp32 vs members one by one: max |score difference| {diff32:.2e}; bf16 vs fp32: {diff16:.2e}; "
+          f"scaled vs full decode (fp32, 800x600): {diff_scaled:.2e}")
+    print(f"in-flight marker: {marker_ms:.2f} ms per write of {3 * args.batch} keys, one per batch "
+          f"({marker_ms / args.batch:.3f} ms per image)")
     print(json.dumps({
-        "backbone": args.backbone, "size": args.size, "members": args.members, "batch": args.batch,
+        "backbone": args.backbone, "size": args.size, "members": args.members,
+        "pass2_members": args.pass2_members, "batch": args.batch,
         "micro_batch": args.micro_batch, "streams": args.streams, "rounds": args.rounds,
         "images_per_s": {k: round(v, 3) for k, v in best.items()},
         "speedup": {k: round(v["ratio"], 2) for k, v in rows.items()},
         "speedup_fp32": round(rows["engine fp32"]["ratio"], 2),
         "speedup_bf16": round(rows["engine bf16"]["ratio"], 2),
         "speedup_files_bf16": round(rows["engine+files bf16"]["ratio"], 2),
+        "speedup_two_passes_bf16": round(rows["engine bf16, 2 passes"]["ratio"], 2) if second else None,
+        "scaled_decode_speedup_files": round(best["files, scaled decode"] / best["files, full decode"], 2),
+        "scaled_decode_speedup_memory": round(best["memory, scaled decode"] / best["memory, full decode"], 2),
+        "files_vs_memory_scaled": round(best["files, scaled decode"] / best["memory, scaled decode"], 2),
+        "jpeg_scale": scale,
         "gflop_per_image_original": round(work["original"], 2), "gflop_per_image_engine": round(engine_gf, 2),
+        "gflop_per_image_original_two_passes": round(work["original, 2 passes"], 2),
+        "gflop_per_image_engine_two_passes": round(both_gf, 2),
         "trunk_fraction_of_member_flops": round(trunk_gf / member_gf, 3),
         "peak_fp32_gflops": round(peak32, 1), "peak_bf16_gflops": round(peak16, 1),
         "fraction_of_peak": {k: round(v["fraction"], 3) for k, v in rows.items()},
         "max_abs_diff_engine_vs_members": diff32, "max_abs_diff_bf16_vs_fp32": diff16,
+        "max_abs_diff_scaled_vs_full_decode": diff_scaled, "marker_write_ms": round(marker_ms, 3),
     }))
     return 0
 
