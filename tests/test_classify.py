@@ -527,6 +527,22 @@ def test_a_decompression_bomb_and_an_oversized_member_become_error_rows(tmp_path
     assert len(rows) == len(expected) + 4
 
 
+def test_the_pixel_check_reads_the_bytes_given_or_the_file(tmp_path):
+    from transfer_learning.reader import too_many_pixels
+    from transfer_learning.sources import Item
+
+    bomb = _png_declaring(40_000, 40_000)
+    (tmp_path / "bomb.png").write_bytes(bomb)
+    on_disk = Item(key="k", name="n", path=str(tmp_path / "bomb.png"))
+    in_tar = Item(key="t", name="t", tar=str(tmp_path / "x.tar"), member="m.png")
+    assert "pixels" in too_many_pixels(on_disk, b"", 1000)  # the file's header
+    assert "pixels" in too_many_pixels(in_tar, bomb, 1000)  # the bytes'
+    assert too_many_pixels(in_tar, b"", 1000) is None  # an empty member: the decoder names it
+    assert too_many_pixels(in_tar, b"not an image", 1000) is None
+    with pytest.raises(FileNotFoundError):  # a file that cannot be read: the caller reads it again
+        too_many_pixels(Item(key="g", name="g", path=str(tmp_path / "gone.png")), b"", 1000)
+
+
 def test_links_in_a_tar_and_names_that_are_not_utf8_get_rows(tmp_path, members):
     photos = tmp_path / "photos"
     write_photos(photos, 3)

@@ -68,20 +68,22 @@ def too_large(item: Item, max_bytes: int) -> str | None:
 def too_many_pixels(item: Item, data: bytes, max_pixels: int) -> str | None:
     """Why an image must not be decoded (its header declares more than `max_pixels`), else None.
 
-    Reads only the header (PIL opens lazily): `data` when given, else the file; an
-    OSError reading the file (not a format PIL does not know) is raised.
+    Reads only the header (PIL opens lazily): of `data`, or of the file when no bytes
+    are given for a plain file; an OSError reading that file is raised (the caller may
+    read it again), anything PIL cannot parse is left for the decoder to name.
     """
+    from_file = not data and not item.tar
     try:
-        with Image.open(io.BytesIO(data) if data else item.path) as image:
+        with Image.open(item.path if from_file else io.BytesIO(data)) as image:
             width, height = image.size
     except Image.DecompressionBombError as err:  # PIL's own check, at twice its warning limit
         return f"too many pixels ({_first_line(err)}); a decompression bomb?"
     except Image.UnidentifiedImageError:
         return None  # not an image PIL knows: the decoder names the reason
     except OSError:
-        if data:
-            return None
-        raise
+        if from_file:
+            raise
+        return None
     except Exception:  # noqa: BLE001 — a header PIL cannot parse: the decoder names the reason
         return None
     if width * height > max_pixels:
