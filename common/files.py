@@ -30,6 +30,16 @@ def atomic_write(path, write: Callable[[str], object], durable: bool = False) ->
     return path
 
 
+def remove_stale_temporaries(path) -> int:
+    """Delete the temporary files of `atomic_write(path)` that a killed process left beside
+    `path` (`tmp-<pid>-<name>`); how many. Call it only where no other process writes `path`."""
+    path = Path(path)
+    stale = list(path.parent.glob(f"tmp-*-{path.name}")) if path.parent.is_dir() else []
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return len(stale)
+
+
 def write_text(path, text: str, durable: bool = False) -> Path:
     """Write `text` atomically."""
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"), durable)

@@ -97,7 +97,7 @@ def kill_and_restart(argv, output: Path, inputs: int, rng: random.Random) -> lis
     """
     manifest, marker = output / "manifest.csv", output / "manifest.inflight.json"
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": python_path()}
-    points = sorted(rng.sample(range(2, inputs - 12), KILLS))
+    points = sorted(rng.sample(range(2, inputs - 20), KILLS))  # each run still has >= 10 batches to do
     at_kill = []
     for point in points:
         process = subprocess.Popen([sys.executable, str(ROOT / "transfer_learning" / "classify.py"), *argv],
@@ -112,7 +112,7 @@ def kill_and_restart(argv, output: Path, inputs: int, rng: random.Random) -> lis
                 assert process.poll() is None, "the run ended before it could be killed"
                 assert time.time() < deadline, "no progress"
                 time.sleep(0.002)
-            time.sleep(rng.uniform(0, 0.03))
+            time.sleep(rng.uniform(0, 0.01))
             process.send_signal(signal.SIGKILL)
         finally:
             process.wait()
@@ -137,7 +137,7 @@ def test_killed_five_times_at_random_ends_like_an_uninterrupted_run(tmp_path, me
     run, clean = tmp_path / "run", tmp_path / "clean"
     expected = write_gldv2_like(run)
     inputs = len(expected)
-    argv = argv_for([run / "gldv2", run / "train"], members, run / "out", "--batch-size", "3", "--mode", mode)
+    argv = argv_for([run / "gldv2", run / "train"], members, run / "out", "--batch-size", "2", "--mode", mode)
     # The run that is never killed, then moved aside: the killed one uses the same paths, so
     # the two manifests and output folders must be equal, names and all.
     assert classify.main(argv) == 0

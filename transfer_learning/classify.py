@@ -44,7 +44,7 @@ if __name__ == "__main__":  # as a script: quiet TensorFlow's C++ start-up logs,
 import numpy as np
 
 from common.config import ConfigError
-from common.files import write_json
+from common.files import remove_stale_temporaries, write_json
 from data.pipeline import DataError
 from transfer_learning import config as cfg
 from transfer_learning.config import ClassifyConfig
@@ -123,6 +123,7 @@ def _check_settings(config: ClassifyConfig, members: dict, path: Path) -> None:
         if changed:
             raise ManifestError(f"--manifest: {path} was written with other settings "
                                 f"({', '.join(changed)}); use the same ones to resume, or a new --manifest")
+    remove_stale_temporaries(sidecar)
     write_json(sidecar, {"settings": settings, "config": config.to_dict()})
 
 

@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
-from common.files import write_text
+from common.files import remove_stale_temporaries, write_text
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class InFlight:
         Suspects were in flight when it died, in order; `died alone` ("" if none) is
         the one it was reading alone, i.e. on which it died a second time.
         """
+        remove_stale_temporaries(self.path)
         try:
             state = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:

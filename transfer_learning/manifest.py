@@ -18,7 +18,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from common.files import atomic_write, write_text
+from common.files import atomic_write, remove_stale_temporaries, write_text
 
 # Scores as written: 9 significant digits give back every float32 exactly, so a
 # score the rule kept (> 0.9) never reads back as 0.900000.
@@ -94,6 +94,7 @@ class Manifest:
     def open(self) -> "Manifest":
         """Create the file with its header, or recover the rows of an earlier run."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.path)  # a kill while the header was being written
         header = ",".join(self.columns) + "\n"
         if not self.path.exists() or self.path.stat().st_size == 0:
             write_text(self.path, header, durable=True)
