@@ -114,9 +114,11 @@ def find_images(source) -> list[str]:
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.is_dir():
+        # os.walk reads each folder once and knows files from folders without a stat.
         paths = sorted(
-            str(p) for p in path.rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            os.path.join(folder, name)
+            for folder, _, names in os.walk(path, followlinks=True) for name in names
+            if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
         )
         if not paths:
             raise DataError(
@@ -238,15 +240,13 @@ def forget_checks() -> None:
     _checked.clear()
 
 
-def _check_one(path: str, decode: bool) -> str | None:
+def _key(path: str, decode: bool) -> tuple | str:
+    """The memo key of a file as it is now, or why it cannot be read."""
     try:
         stat = os.stat(path)
     except OSError as err:
         return f"unreadable: {err.strerror or err}"
-    key = (path, stat.st_size, stat.st_mtime_ns, decode)
-    if key not in _checked:
-        _checked[key] = (_check_decode if decode else _check_structure)(path)
-    return _checked[key]
+    return (path, stat.st_size, stat.st_mtime_ns, decode)
 
 
 def check_images(paths: Sequence[str], workers: int | None = None, *, decode: bool = False) -> ImageScan:
@@ -255,20 +255,29 @@ def check_images(paths: Sequence[str], workers: int | None = None, *, decode: bo
     Each rejected file is logged with its path and reason. `decode` uses the pipeline's
     own TensorFlow decoder (threads run in parallel: it releases the GIL), so the files
     kept are exactly the files the pipeline can read; it costs a full decode per file.
+    Files already checked (unchanged size and modification time) cost a stat; the rest
+    are checked by `workers` threads, each over its own contiguous share of them.
     """
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
+    keys = [_key(p, decode) for p in paths]
+    todo = sorted({k for k in keys if not isinstance(k, str) and k not in _checked})
+    if todo:
+        check = _check_decode if decode else _check_structure
+        chunks = [todo[i::workers] for i in range(workers)]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            for chunk, reasons in zip(chunks, pool.map(lambda c: [check(k[0]) for k in c], chunks)):
+                _checked.update(zip(chunk, reasons))
     scan = ImageScan()
-    known = len(_checked)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        for path, reason in zip(paths, pool.map(lambda p: _check_one(p, decode), paths)):
-            if reason is None:
-                scan.good.append(path)
-            else:
-                scan.bad.append((path, reason))
-                log.warning("skipping bad image %s: %s", path, reason)
+    for path, key in zip(paths, keys):
+        reason = key if isinstance(key, str) else _checked[key]
+        if reason is None:
+            scan.good.append(path)
+        else:
+            scan.bad.append((path, reason))
+            log.warning("skipping bad image %s: %s", path, reason)
     if scan.bad:
         log.warning("skipped %d of %d images that cannot be decoded", len(scan.bad), len(paths))
-    if _checks_file is not None and len(_checked) != known:
+    if _checks_file is not None and todo:
         write_text(_checks_file, json.dumps([[*key, reason] for key, reason in _checked.items()]))
     return scan
 
