@@ -43,6 +43,7 @@ if __name__ == "__main__":  # as a script: quiet TensorFlow's C++ start-up logs,
 
 import numpy as np
 
+from common.cli import documented_parser, log_to_stderr
 from common.config import ConfigError
 from common.files import remove_stale_temporaries, write_json
 from data.pipeline import DataError
@@ -290,9 +291,7 @@ def classify(config: ClassifyConfig, *, progress: bool = True) -> dict:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python transfer_learning/classify.py", description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])
+    parser = documented_parser("python transfer_learning/classify.py", __doc__)
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="folders, .txt/.csv lists, .tar shards (also --input)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -328,7 +327,7 @@ def _exit_on_sigterm(signum, frame):
 def main(argv=None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log_to_stderr()
     if argv[:1] == ["merge"]:
         return merge_main(argv[1:])
     args = build_parser().parse_args(argv)
