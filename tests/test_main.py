@@ -275,6 +275,7 @@ def test_train_scalars_are_means_of_the_steps_since_the_previous_point():
 
     class Model:  # what the logger reads of the model
         global_step = tf.Variable(0, dtype=tf.int64)
+        stop_training = False
 
         class optimizer:
             learning_rate = 0.5
@@ -292,6 +293,8 @@ def test_train_scalars_are_means_of_the_steps_since_the_previous_point():
             Model.global_step.assign(batch + 1)
             running = float(np.mean(losses[:batch + 1]))  # what Keras passes: the round's running mean
             logger.on_train_batch_end(batch, {"loss": running})
+        assert written == []  # a round's points are written when it ends, after its backup
+        logger.on_epoch_end(0)
     finally:
         tf.summary.scalar = tf_scalar
     assert [v for tag, v in written if tag == "loss/loss"] == [15.0, 40.0]  # not the running 27.5
