@@ -87,18 +87,24 @@ def load_backup(model, backup_dir: Path) -> bool:
     latest, previous = backup_dir / "latest.weights.h5", backup_dir / "latest.weights.h5.bkp"
     if model.optimizer is not None and not model.optimizer.built:
         model.optimizer.build(model.trainable_variables)
-    for attempt in range(2):
-        if latest.exists():
-            try:
-                model.load_weights(str(latest))
-                return True
-            except (OSError, ValueError) as err:
-                log.warning("backup %s cannot be read (%s)", latest, first_line(err))
-        if attempt or not previous.exists():
-            return False
-        log.warning("resuming from the previous backup %s", previous)
-        atomic_write(latest, lambda tmp: shutil.copyfile(previous, tmp))  # Keras reads only *.weights.h5
-    return False
+    if _load(model, latest):
+        return True
+    if not previous.exists():
+        return False
+    log.warning("resuming from the previous backup %s", previous)
+    atomic_write(latest, lambda tmp: shutil.copyfile(previous, tmp))  # Keras reads only *.weights.h5
+    return _load(model, latest)
+
+
+def _load(model, path: Path) -> bool:
+    if not path.exists():
+        return False
+    try:
+        model.load_weights(str(path))
+    except (OSError, ValueError) as err:
+        log.warning("backup %s cannot be read (%s)", path, first_line(err))
+        return False
+    return True
 
 
 class StepCheckpoint(keras.callbacks.Callback):
@@ -116,6 +122,11 @@ class StepCheckpoint(keras.callbacks.Callback):
         atomic_write(self.directory / f"step-{step:08d}.weights.h5", self.model.save_weights)
         for old in sorted(self.directory.glob("step-*.weights.h5"))[:-self.keep]:
             old.unlink()
+
+
+def _tag(name: str) -> str:
+    """The TensorBoard tag of a logged metric, the same for train and validation."""
+    return "latent/active_dims" if name == "active_dims" else f"loss/{name}"
 
 
 class ScalarLogger(keras.callbacks.Callback):
@@ -164,7 +175,7 @@ class ScalarLogger(keras.callbacks.Callback):
         for name, mean in means.items():
             # Σ over the window = Σ since the round began − Σ up to the last point.
             window = (mean * count - previous.get(name, 0.0) * previous_count) / (count - previous_count)
-            point[f"loss/{name}" if name != "active_dims" else "latent/active_dims"] = window
+            point[_tag(name)] = window
         point["optimizer/learning_rate"] = self._learning_rate()
         self._pending.append((step, point))
 
@@ -183,9 +194,7 @@ class ScalarLogger(keras.callbacks.Callback):
         step = global_step(self.model)
         values = {k[4:]: float(v) for k, v in (logs or {}).items() if k.startswith("val_")}
         if values:
-            self._write("validation", [(step, {
-                f"loss/{name}" if name != "active_dims" else "latent/active_dims": value
-                for name, value in values.items()})])
+            self._write("validation", [(step, {_tag(name): value for name, value in values.items()})])
 
     def on_train_end(self, logs=None):
         # Points of an unfinished round (training stopped inside it, e.g. a non-finite
