@@ -31,13 +31,26 @@ class KillAt(keras.callbacks.Callback):
             raise Killed
 
 
-def _fit(tmp_path, extra=()):
+class KillAtRoundEnd(keras.callbacks.Callback):
+    def __init__(self, epoch: int):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise Killed
+
+
+def _fit(tmp_path, extra=(), between=None, after=None):
+    """Three rounds of 4 steps; `between`/`after`: a callback put between the logger and the
+    backup, or after the backup."""
     config = VAEConfig(**PRESETS["tiny"]).validate()
     keras.utils.set_random_seed(0)
     vae = build_vae(config)
     images = tf.data.Dataset.from_tensors(np.random.default_rng(0).random((8, 32, 32, 3), np.float32)).repeat()
     logger = monitor.ScalarLogger(tmp_path / "logs", every=1)
-    callbacks = [keras.callbacks.BackupAndRestore(str(tmp_path / "backup")), logger]
+    callbacks = [logger, *([between] if between else []), keras.callbacks.BackupAndRestore(str(tmp_path / "backup")),
+                 *([after] if after else [])]
     callbacks += [make(logger) for make in extra]
     vae.fit(images, epochs=3, steps_per_epoch=4, callbacks=callbacks, verbose=0, shuffle=False)
     return vae
@@ -48,6 +61,21 @@ def test_a_run_killed_inside_a_round_logs_every_step_once_after_its_resume(tmp_p
         _fit(tmp_path, extra=[lambda logger: KillAt(6, logger)])  # round 2 of 3, its backup not yet made
     gc.collect()
     vae = _fit(tmp_path)  # resumes at step 4, the end of round 1
+    assert monitor.global_step(vae) == 12
+    events = EventAccumulator(str(tmp_path / "logs" / "train"), size_guidance={"tensors": 0})
+    events.Reload()
+    steps = [e.step for e in events.Tensors("loss/loss")]
+    assert sorted(steps) == list(range(1, 13)), steps
+
+
+@pytest.mark.parametrize("where", ["between", "after"])
+def test_a_run_killed_at_a_round_end_logs_every_step_once_after_its_resume(tmp_path, where):
+    # Killed with round 2's points written: before its backup (the resume trains it again,
+    # and its first points are cut from the files) or after it (they stay).
+    with pytest.raises(Killed):
+        _fit(tmp_path, **{where: KillAtRoundEnd(1)})
+    gc.collect()
+    vae = _fit(tmp_path)
     assert monitor.global_step(vae) == 12
     events = EventAccumulator(str(tmp_path / "logs" / "train"), size_guidance={"tensors": 0})
     events.Reload()

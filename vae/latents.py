@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 
-def encode_means(encoder, images, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """(z_mean, z_log_var), each (N, D), of (N, H, W, 3) images in [0, 1]."""
+def encode_means(encoder, images, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """(z_mean, z_log_var), each (N, D), of (N, H, W, 3) images: float in [0, 1] or uint8."""
+    scale = 255.0 if np.asarray(images[:0]).dtype == np.uint8 else 1.0
     means, log_vars = [], []
     for i in range(0, len(images), batch_size):
-        m, v = encoder(np.asarray(images[i:i + batch_size], np.float32), training=False)
+        m, v = encoder(np.asarray(images[i:i + batch_size], np.float32) / scale, training=False)
         means.append(np.asarray(m, np.float32))
         log_vars.append(np.asarray(v, np.float32))
     return np.concatenate(means), np.concatenate(log_vars)

@@ -7,6 +7,7 @@ continue where the killed one stopped.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -137,21 +138,70 @@ class ScalarLogger(keras.callbacks.Callback):
     means since the start of the round; each train point here is the mean of the steps
     since the previous point (the trackers weigh every step equally: fixed batch size).
 
-    A round's points are written when the round ends, after its backup (put this
-    callback after BackupAndRestore): a run killed inside a round resumes at the
-    round's start without having logged any of its steps, so no step is logged twice.
+    Every step is logged exactly once, whatever the moment of a kill. A round's points
+    are written when the round ends, BEFORE its backup (put this callback before
+    BackupAndRestore), and the length of each of its event files (`*.scalars`) is
+    then noted under the round's last step in `scalar-lengths.json`. A resumed run
+    cuts those files back to their lengths at the step it resumes from: the points of
+    a round no backup holds disappear (they are trained and logged again), those of a
+    round the backup holds stay.
     """
 
-    def __init__(self, log_dir, every: int):
+    LEDGER = "scalar-lengths.json"
+    SUFFIX = ".scalars"
+
+    def __init__(self, log_dir, every: int, keep: int = 4):
         super().__init__()
-        self.log_dir, self.every = Path(log_dir), every
+        self.log_dir, self.every, self.keep = Path(log_dir), every, keep
         self._writers: dict[str, tf.summary.SummaryWriter] = {}
         self._previous: tuple[int, dict] = (0, {})  # (steps into the round, running means)
         self._pending: list[tuple[int, dict[str, float]]] = []  # this round's train points
+        self._cut = False
 
+    # ------------------------------------------------------------ the ledger of file lengths
+    def _ledger(self) -> dict:
+        try:
+            return json.loads((self.log_dir / self.LEDGER).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return {"files": [], "lengths": {}}
+
+    def _note(self, step: int | None) -> None:
+        """Record this logger's files, and their lengths at `step` (None: the files only)."""
+        ledger = self._ledger()
+        ledger["files"] = sorted(set(ledger["files"]) | {
+            str(p.relative_to(self.log_dir)) for p in self.log_dir.glob(f"*/*{self.SUFFIX}")})
+        if step is not None:
+            ledger["lengths"][str(step)] = {
+                name: (self.log_dir / name).stat().st_size for name in ledger["files"]
+                if (self.log_dir / name).exists()}
+            kept = sorted(ledger["lengths"], key=int)[-self.keep:]
+            ledger["lengths"] = {k: ledger["lengths"][k] for k in kept}
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        write_json(self.log_dir / self.LEDGER, ledger)
+
+    def _cut_back(self, step: int) -> None:
+        """Cut the event files back to their lengths at `step` (the resume point)."""
+        ledger = self._ledger()
+        lengths = ledger["lengths"].get(str(step), {} if step == 0 else None)
+        if lengths is None:
+            if ledger["files"]:
+                log.warning("%s has no lengths for step %d: TensorBoard may show a step twice",
+                            self.log_dir / self.LEDGER, step)
+            return
+        for name in ledger["files"]:
+            path = self.log_dir / name
+            if path.exists() and path.stat().st_size > lengths.get(name, 0):
+                if name in lengths:
+                    os.truncate(path, lengths[name])
+                else:
+                    path.unlink()  # a file begun after `step`: nothing in it is backed up
+
+    # ------------------------------------------------------------ writing
     def writer(self, name: str):
         if name not in self._writers:
-            self._writers[name] = tf.summary.create_file_writer(str(self.log_dir / name))
+            self._writers[name] = tf.summary.create_file_writer(str(self.log_dir / name),
+                                                                filename_suffix=self.SUFFIX)
+            self._note(None)  # known before anything is written to it
         return self._writers[name]
 
     def _learning_rate(self) -> float:
@@ -161,6 +211,9 @@ class ScalarLogger(keras.callbacks.Callback):
         return float(keras.ops.convert_to_numpy(rate))
 
     def on_epoch_begin(self, epoch, logs=None):
+        if not self._cut:  # the first round: every callback's on_train_begin (the restore) has run
+            self._cut = True
+            self._cut_back(global_step(self.model))
         self._previous = (0, {})
         self._pending = []
 
@@ -189,12 +242,13 @@ class ScalarLogger(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         pending, self._pending = self._pending, []
         if self.model.stop_training:
-            return  # an unfinished round (e.g. a non-finite loss): no backup holds it
-        self._write("train", pending)
+            return  # an unfinished round (e.g. a non-finite loss): no backup will hold it
         step = global_step(self.model)
+        self._write("train", pending)
         values = {k[4:]: float(v) for k, v in (logs or {}).items() if k.startswith("val_")}
         if values:
             self._write("validation", [(step, {_tag(name): value for name, value in values.items()})])
+        self._note(step)
 
     def on_train_end(self, logs=None):
         # Points of an unfinished round (training stopped inside it, e.g. a non-finite

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -79,6 +78,21 @@ def validation_batches(config: VAEConfig) -> int | None:
     if config.validation_steps > 0:
         return config.validation_steps
     return max(1, math.ceil(config.validate_every / 10))
+
+
+def validation_data(config: VAEConfig, splits: datasets.Splits, strategy, load: dict):
+    """(dataset, steps) of every validation: the first `validation_batches` batches of the
+    split, decoded once at the start and then read from memory (each validation sees the
+    same images, and a bounded validation costs no decoding); the whole split, read from
+    its files each time, when it is asked for or under MultiWorker."""
+    steps = distribute.validation_steps(strategy, validation_batches(config))
+    ds = pipeline.load_images(splits.validation, batch_size=config.batch_size, shuffle=False, **load)
+    if steps is None:
+        return ds, None
+    ds = ds.take(steps).cache()
+    for _ in ds:  # a cache is kept only once a pass has read it to the end
+        pass
+    return ds.prefetch(1), steps
 
 
 def resume_step(vae: VAE, backup_dir: Path) -> int:
@@ -145,32 +159,29 @@ def train(config: VAEConfig, run_dir, *, verbose: int | None = None,
         train_ds = pipeline.load_images(
             splits.train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
             repeat=True, drop_remainder=True, start=start * config.batch_size, **load)
-        val_ds = pipeline.load_images(splits.validation, batch_size=config.batch_size,
-                                      shuffle=False, **load)
+        val_ds, val_steps = validation_data(config, splits, strategy, load)
         train_ds, val_ds = distribute.shard_by_data(strategy, train_ds, val_ds)
 
         chief = distribute.is_chief()
         guard = monitor.NonFiniteGuard()
-        extra, callbacks = list(callbacks), [
-            guard,  # first: it must see a bad loss before anything saves the weights
-            monitor.SafeBackupAndRestore(backup_dir, guard, config.validate_every,
-                                         save_freq="epoch", delete_checkpoint=False),
-        ]
+        extra, callbacks = list(callbacks), [guard]  # first: it sees a bad loss before anything saves
+        if chief:  # before the backup: a round's scalars are written, then backed up (see ScalarLogger)
+            callbacks.append(monitor.ScalarLogger(run_dir / "logs", config.log_every))
+        callbacks.append(monitor.SafeBackupAndRestore(backup_dir, guard, config.validate_every,
+                                                      save_freq="epoch", delete_checkpoint=False))
         if chief:
             callbacks += [
                 monitor.StepCheckpoint(run_dir / "checkpoints", config.checkpoint_every, guard),
-                monitor.ScalarLogger(run_dir / "logs", config.log_every),
                 monitor.Monitor(run_dir / "logs", run_dir / "monitor", monitor_images(config, splits),
                                 monitor_latents(config), config.monitor_every,
-                                labeller=lambda encoder: visualize.dimension_labels(encoder, config, count=1000)),
+                                labeller=visualize.factor_labeller(config, count=1000)),
                 keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
             ]
         callbacks += extra
         with distribute.quiet_end_of_data():
             vae.fit(
                 train_ds, epochs=rounds, steps_per_epoch=config.validate_every,
-                validation_data=val_ds,
-                validation_steps=distribute.validation_steps(strategy, validation_batches(config)),
+                validation_data=val_ds, validation_steps=val_steps,
                 callbacks=callbacks, verbose=distribute.fit_verbosity(verbose),
                 shuffle=False,  # the dataset shuffles
             )

@@ -40,15 +40,29 @@ def dimension_labels(encoder, config, count: int = 2000, seed: int = 0) -> list[
     fresh random combinations are rendered, encoded, and each code dimension's mutual
     information with each factor (over the factor's entropy) is measured.
     """
+    labeller = factor_labeller(config, count, seed)
+    return labeller(encoder) if labeller else None
+
+
+def factor_labeller(config, count: int = 2000, seed: int = 0):
+    """`dimension_labels` as a function of the encoder alone, its images rendered at the first
+    call and kept (None without known factors): for labelling a model again and again
+    while it trains."""
     if not config.data.startswith("synthetic"):
         return None
     from data import facades
     from vae import metrics
 
     factors = facades.sample_factors(count, np.random.default_rng(seed))
-    images = facades.render_facades(factors, config.image_size).astype(np.float32) / 255.0
-    z_mean, _ = encode_means(encoder, images)
-    return metrics.factor_labels(metrics.normalised_mutual_info(z_mean, factors), facades.FACTOR_NAMES)
+    rendered: list[np.ndarray] = []
+
+    def labels(encoder) -> list[tuple[str, float]]:
+        if not rendered:
+            rendered.append(facades.render_facades(factors, config.image_size))  # uint8
+        z_mean, _ = encode_means(encoder, rendered[0])
+        return metrics.factor_labels(metrics.normalised_mutual_info(z_mean, factors), facades.FACTOR_NAMES)
+
+    return labels
 
 
 def dimension_label(dim: int, kl: float, label: tuple[str, float] | None = None) -> str:
