@@ -97,8 +97,8 @@ def synthetic_grid(size: int, validation: float, test: float) -> Splits:
     from data import facades
 
     factors = facades.all_factors()
-    log.info("rendering all %d synthetic façade combinations at %d px in memory", len(factors), size)
-    images = facades.render_facades(factors, size)
+    log.info("all %d synthetic façade combinations at %d px, in memory", len(factors), size)
+    images = facades.render_grid(size)
     fractions = np.array([pipeline.split_fraction(combination_key(row)) for row in factors])
     masks = {"test": fractions < test, "validation": (fractions >= test) & (fractions < test + validation),
              "train": fractions >= test + validation}

@@ -395,6 +395,18 @@ def render_facades(factors: np.ndarray, size: int = 128) -> np.ndarray:
     return images
 
 
+@functools.lru_cache(maxsize=1)
+def render_grid(size: int) -> np.ndarray:
+    """`render_facades(all_factors(), size)`, rendered once per process and read-only.
+
+    Training on the grid, its resume and the study's encoding of it all need the same
+    15 552 images (about 19 s to render, 191 MB at 64 px).
+    """
+    images = render_facades(all_factors(), size)
+    images.flags.writeable = False
+    return images
+
+
 def make_facades(n: int, size: int = 128, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """n façades with uniformly drawn factors: images (n, size, size, 3) uint8, factors (n, F) int64."""
     factors = sample_factors(n, np.random.default_rng(seed))

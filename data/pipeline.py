@@ -516,14 +516,11 @@ def load_images(source, image_size: int = 128, *, check: bool = True, **options)
     ReadOptions(**options)  # bad options fail before any file is read
     if isinstance(source, np.ndarray):
         return dataset_from_array(source, image_size, **options)
+    if isinstance(source, CheckedFiles):
+        return dataset_from_paths(source, image_size, **options)
     if is_tfrecord_source(source):
         return tfrecord_dataset(source, image_size, **options)
-    paths = find_images(source)
-    if check:
-        scan = check_images(paths)
-        if not scan.good:
-            raise DataError(f"{_describe(source)}: none of the {len(paths)} image files can be decoded")
-        paths = scan.good
+    paths = checked_files(source) if check else find_images(source)
     return dataset_from_paths(paths, image_size, **options)
 
 
@@ -664,9 +661,26 @@ def tfrecord_dataset(source, image_size: int = 128, **options) -> tf.data.Datase
     return _finish(ds, opts, shuffle_buffer=10_000)
 
 
+class CheckedFiles(list):
+    """Image files already listed and checked: `load_images` and `count_images` take them as
+    they are (no listing, no check, not even a stat)."""
+
+
+def checked_files(source):
+    """A folder or list source as `CheckedFiles` (listed and checked once, for a caller that
+    both counts and reads it); an array or TFRecord source unchanged."""
+    if isinstance(source, (np.ndarray, CheckedFiles)) or is_tfrecord_source(source):
+        return source
+    paths = find_images(source)
+    good = check_images(paths).good
+    if not good:
+        raise DataError(f"{_describe(source)}: none of the {len(paths)} image files can be decoded")
+    return CheckedFiles(good)
+
+
 def count_images(source) -> int:
     """Number of usable images in a source (reads index.json for TFRecords when present)."""
-    if isinstance(source, np.ndarray):
+    if isinstance(source, (np.ndarray, CheckedFiles)):
         return len(source)
     if is_tfrecord_source(source):
         files = tfrecord_files(source)

@@ -139,6 +139,18 @@ def test_checks_kept_in_a_file_spare_a_new_process_the_reads(tmp_path, monkeypat
     assert len(reads) == 4
 
 
+def test_checked_files_are_counted_and_read_without_another_listing_or_stat(mixed_folder, monkeypatch):
+    root, good, _ = mixed_folder
+    files = pipeline.checked_files(root)
+    assert isinstance(files, pipeline.CheckedFiles) and sorted(files) == [str(root / name) for name in good]
+    calls = []
+    monkeypatch.setattr(pipeline.os, "stat", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(OSError))
+    monkeypatch.setattr(pipeline, "find_images", lambda *a: calls.append(a) or [])
+    assert pipeline.count_images(files) == len(files)
+    assert len(pipeline.to_numpy(pipeline.load_images(files, 16, batch_size=4))) == len(files)
+    assert calls == []
+
+
 def test_a_file_that_passes_the_check_but_does_not_decode_is_dropped_not_fatal(tmp_path, caplog):
     for i in range(3):
         _save(Image.fromarray(_photo(seed=i)), tmp_path / f"im{i}.jpg", "JPEG")

@@ -58,11 +58,13 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
     renamed into place, and the round to resume at is read from the weights' own step
     counter (`global_step // steps_per_round`). A backup is never written with
     non-finite weights (`guard`). `training_metadata.json` is still written, for tools.
+    `loaded`: the model already holds the backup (`load_backup`), so it is not read again.
     """
 
-    def __init__(self, backup_dir, guard: NonFiniteGuard, steps_per_round: int, **kwargs):
+    def __init__(self, backup_dir, guard: NonFiniteGuard, steps_per_round: int, loaded: bool = False,
+                 **kwargs):
         super().__init__(backup_dir, **kwargs)
-        self.guard, self.steps_per_round = guard, steps_per_round
+        self.guard, self.steps_per_round, self.loaded = guard, steps_per_round, loaded
 
     def _save_model(self):
         if self.guard.bad_step is not None:
@@ -75,7 +77,7 @@ class SafeBackupAndRestore(keras.callbacks.BackupAndRestore):
         write_json(self._training_metadata_path, {"epoch": self._current_epoch, "batch": self._last_batch_seen})
 
     def _load_model(self):
-        if load_backup(self.model, Path(self.backup_dir)):
+        if self.loaded or load_backup(self.model, Path(self.backup_dir)):
             self.model._initial_epoch = global_step(self.model) // self.steps_per_round
 
 

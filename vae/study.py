@@ -95,11 +95,10 @@ def encode_grid(encoder, image_size: int, batch_size: int = 512) -> tuple[np.nda
     """(means, log-variances), each (15 552, D) float32, of every factor combination in grid order."""
     from data import facades
 
-    factors = facades.all_factors()
+    grid = facades.render_grid(image_size)
     means, log_vars = [], []
-    for start in range(0, len(factors), batch_size):
-        images = facades.render_facades(factors[start:start + batch_size], image_size)
-        z_mean, z_log_var = encoder(images.astype(np.float32) / 255.0, training=False)
+    for start in range(0, len(grid), batch_size):
+        z_mean, z_log_var = encoder(grid[start:start + batch_size].astype(np.float32) / 255.0, training=False)
         means.append(np.asarray(z_mean))
         log_vars.append(np.asarray(z_log_var))
     return np.concatenate(means), np.concatenate(log_vars)

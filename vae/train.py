@@ -132,7 +132,8 @@ def train(config: VAEConfig, run_dir, *, verbose: int | None = None,
     run_dir = prepare_run_dir(config, run_dir)
     # File checks are kept in the run directory: a resume stats its files, not reads them.
     with pipeline.checks_kept_in(run_dir / "file-checks.json"):
-        train_count = pipeline.count_images(splits.train)
+        train_files = pipeline.checked_files(splits.train)  # listed and checked once
+        train_count = pipeline.count_images(train_files)
         steps_per_epoch = train_count // config.batch_size
         if steps_per_epoch == 0:
             raise ConfigError(f"--batch-size: {config.batch_size} is larger than the "
@@ -157,7 +158,7 @@ def train(config: VAEConfig, run_dir, *, verbose: int | None = None,
         # The training stream continues where the backup's step left it: a resumed run sees
         # the images the uninterrupted run saw, in the same order (not the first batches again).
         train_ds = pipeline.load_images(
-            splits.train, batch_size=config.batch_size, shuffle=True, seed=config.seed,
+            train_files, batch_size=config.batch_size, shuffle=True, seed=config.seed,
             repeat=True, drop_remainder=True, start=start * config.batch_size, **load)
         val_ds, val_steps = validation_data(config, splits, strategy, load)
         train_ds, val_ds = distribute.shard_by_data(strategy, train_ds, val_ds)
@@ -167,7 +168,7 @@ def train(config: VAEConfig, run_dir, *, verbose: int | None = None,
         extra, callbacks = list(callbacks), [guard]  # first: it sees a bad loss before anything saves
         if chief:  # before the backup: a round's scalars are written, then backed up (see ScalarLogger)
             callbacks.append(monitor.ScalarLogger(run_dir / "logs", config.log_every))
-        callbacks.append(monitor.SafeBackupAndRestore(backup_dir, guard, config.validate_every,
+        callbacks.append(monitor.SafeBackupAndRestore(backup_dir, guard, config.validate_every, loaded=start > 0,
                                                       save_freq="epoch", delete_checkpoint=False))
         if chief:
             callbacks += [
