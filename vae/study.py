@@ -188,6 +188,27 @@ def run_one(spec: Spec, seed: int, args) -> dict | None:
         return _train_and_measure(spec, seed, args)
 
 
+def training_seconds(run_dir: Path) -> float:
+    """Wall time a run trained, over every process that trained it (a run resumed after a
+    kill has several): the union of each process's span from its first to its last
+    TensorBoard event in logs/train."""
+    import re
+
+    import tensorflow as tf
+
+    spans: dict[str, list[float]] = {}
+    for path in sorted((run_dir / "logs" / "train").glob("events.out.tfevents.*")):
+        process = re.match(r"events\.out\.tfevents\.\d+\.(.+)\.(\d+)\.\d+\.v2", path.name)
+        for record in tf.data.TFRecordDataset(str(path)):
+            event = tf.compat.v1.Event.FromString(record.numpy())
+            spans.setdefault(process.groups() if process else path.name, []).append(event.wall_time)
+    total, end = 0.0, float("-inf")
+    for first, last in sorted((min(t), max(t)) for t in spans.values()):
+        total += max(0.0, last - max(first, end))
+        end = max(end, last)
+    return total
+
+
 def _train_and_measure(spec: Spec, seed: int, args) -> dict:
     import keras
 
@@ -199,9 +220,8 @@ def _train_and_measure(spec: Spec, seed: int, args) -> dict:
     run_id = spec.run_id(seed)
     done = results / f"{run_id}.json"
     config = study_config(spec, seed, args.steps, args.data_root, args.round)
-    start = time.perf_counter()
     vae = train.train(config, Path(args.runs) / run_id, verbose=0 if args.quiet else 2)
-    train_s = time.perf_counter() - start
+    train_s = training_seconds(Path(args.runs) / run_id)
 
     start = time.perf_counter()
     means, log_vars = encode_grid(vae.encoder, config.image_size)
