@@ -101,3 +101,21 @@ def test_report_puts_every_run_in_the_hparams_dashboard(finished, tmp_path):
 
     value = float(tf.make_ndarray(mig.tensor_proto))
     assert mig.step == 8 and value == pytest.approx(result["mig"], rel=1e-6)
+
+
+def test_training_time_is_the_union_of_every_process_span(tmp_path):
+    import tensorflow as tf
+
+    train_logs = tmp_path / "logs" / "train"
+    train_logs.mkdir(parents=True)
+
+    def events(name, times):
+        with tf.io.TFRecordWriter(str(train_logs / name)) as writer:
+            for t in times:
+                writer.write(tf.compat.v1.Event(wall_time=t, step=1).SerializeToString())
+
+    events("events.out.tfevents.100.host.a.b.7.0.v2", [100.0, 150.0])  # process 7: 100–160
+    events("events.out.tfevents.101.host.a.b.7.1.v2.scalars", [110.0, 160.0])
+    events("events.out.tfevents.500.host.a.b.8.0.v2", [500.0, 530.0])  # resumed: 500–530
+    events("events.out.tfevents.520.host.a.b.9.0.v2", [520.0, 540.0])  # overlapping another: +10
+    assert study.training_seconds(tmp_path) == 60.0 + 30.0 + 10.0
