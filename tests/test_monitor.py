@@ -1,6 +1,7 @@
 """vae.monitor: TensorBoard scalars that survive a kill and a resume without repeating a step."""
 
 import gc
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -145,3 +146,27 @@ def test_a_resume_starts_at_the_round_of_the_weights_it_loads(tmp_path, damage):
 
     vae = _fit_safe(tmp_path, epochs=3, extra=[Record()])
     assert steps == [resumed_at] and monitor.global_step(vae) == 12  # 3 rounds of 4, none repeated
+
+
+def test_validation_batches_are_decoded_once_and_then_read_from_memory(tmp_path):
+    import types
+
+    from PIL import Image
+
+    from vae import train
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(6):
+        paths.append(str(tmp_path / f"v{i}.png"))
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(paths[-1])
+    config = VAEConfig(batch_size=2, validate_every=20).validate()  # a tenth of a round: 2 batches
+    ds, steps = train.validation_data(config, types.SimpleNamespace(validation=paths), tf.distribute.get_strategy(),
+                                      dict(image_size=16, crop="center", cache=False))
+    first = [b.numpy() for b in ds]
+    for path in paths:  # gone from disk: every later validation still sees the same images
+        Path(path).unlink()
+    assert steps == 2 and len(first) == 2 and first[0].shape == (2, 16, 16, 3)
+    for _ in range(2):
+        again = [b.numpy() for b in ds]
+        assert all(np.array_equal(a, b) for a, b in zip(first, again)) and len(again) == 2

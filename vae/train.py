@@ -92,7 +92,9 @@ def validation_data(config: VAEConfig, splits: datasets.Splits, strategy, load: 
     ds = ds.take(steps).cache()
     for _ in ds:  # a cache is kept only once a pass has read it to the end
         pass
-    return ds.prefetch(1), steps
+    # No prefetch after the cache: Keras drops the validation iterator at every validation,
+    # and dropping a prefetching one took about 2 s each time (profiled, 2-core CPU).
+    return ds, steps
 
 
 def resume_step(vae: VAE, backup_dir: Path) -> int:
