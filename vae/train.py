@@ -10,6 +10,7 @@ Run directory:
     backup/worker-<i>/      BackupAndRestore state (resume point)
     checkpoints/            numbered weights every `checkpoint_every` steps
     logs/train, logs/validation, logs/test   TensorBoard
+    logs/scalar-lengths.json  the scalar event files' lengths at the last rounds (cut back on resume)
     monitor/                reconstruction and generation grids over training
     history.csv             per-round train and validation losses
     file-checks.json        each image file's check (a resume stats the files, not reads them)
