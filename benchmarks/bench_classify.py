@@ -28,9 +28,11 @@ Reader, no model: --reader-images 800x600 JPEGs decoded and resized to --size (s
   memory full/scaled   the encoded bytes already in memory, decoded by tf.data in parallel
                        (`decode_and_resize`), full decode or DCT-scaled (`--scaled-decode`)
   files full/scaled    classify.py's reader (`read_batches`) over a folder of JPEG files:
-                       reads, header checks, bookkeeping and building its pipeline (once
-                       per classify.py run, here once per round) included
+                       reads, header checks and bookkeeping included
   tar scaled           the same reader over one tar shard of the same JPEGs
+  Each reader row is timed from its first batch to its last (the steady rate): building
+  and filling the pipeline, once per classify.py run, is left out of all five alike.
+  --reader-only runs these rows alone (no model is built).
 Variants run round-robin (A, B, C, …, A, B, C, …) so that all see the same machine
 load; the best round of each is reported. The matmul peaks are measured in the same
 run and FLOPs are counted by TensorFlow's profiler on each graph. Also printed: the
@@ -75,6 +77,35 @@ def gflops(model, shape) -> float:
     options = option_builder.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     return model_analyzer.profile(graph, options=options).total_float_ops / 1e9
+
+
+def paired(rates: dict[str, list[float]], name: str, base: str) -> float:
+    """`name`'s best rate over `base`'s. Best of rounds, not a median of per-round ratios:
+    this machine's interference comes in whole rounds that run at half speed or so, and
+    the best round of each variant is the one that had the cores to itself."""
+    return max(rates[name]) / max(rates[base])
+
+
+def print_reader_table(args, names, rates: dict[str, list[float]]) -> None:
+    scale = jpeg_scale(600, 800, args.size)
+    print(f"\nreader, no model: 800x600 JPEGs to {args.size} px (scaled decode at 1/{scale}), batch {args.batch}, "
+          f"steady rate (from the first batch), best of {args.rounds} rounds")
+    print(f"{'variant':<26}{'images/s':>9}{'vs memory, full':>17}{'vs memory, same decode':>24}")
+    for name in names:
+        same = "memory, scaled decode" if "scaled" in name else "memory, full decode"
+        print(f"{name:<26}{max(rates[name]):>9.1f}{paired(rates, name, 'memory, full decode'):>16.2f}x"
+              f"{paired(rates, name, same):>23.2f}x")
+
+
+def reader_figures(rates: dict[str, list[float]], size: int) -> dict:
+    return {
+        "scaled_decode_speedup_memory": round(paired(rates, "memory, scaled decode", "memory, full decode"), 2),
+        "scaled_decode_speedup_files": round(paired(rates, "files, scaled decode", "files, full decode"), 2),
+        "files_vs_memory_full": round(paired(rates, "files, full decode", "memory, full decode"), 2),
+        "files_vs_memory_scaled": round(paired(rates, "files, scaled decode", "memory, scaled decode"), 2),
+        "tar_vs_memory_scaled": round(paired(rates, "tar shard, scaled decode", "memory, scaled decode"), 2),
+        "jpeg_scale": jpeg_scale(600, 800, size),
+    }
 
 
 def photo_jpeg(rng, width: int, height: int) -> bytes:
@@ -130,6 +161,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32, help="images per batch (classify.py --batch-size)")
     parser.add_argument("--micro-batch", type=int, default=32, help="images per model call (the CPU default)")
     parser.add_argument("--streams", type=int, default=1, help="parallel branches per call (the default)")
+    parser.add_argument("--reader-only", action="store_true", help="the reader rows alone, no model")
     args = parser.parse_args(argv)
     tf.get_logger().setLevel("ERROR")  # predict() per image per member retraces: expected, not news
     first = list(range(args.members))
@@ -137,14 +169,14 @@ def main(argv=None) -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        init = save_base_init(tmp / "base.weights.h5", args.backbone, args.size, seed=0)
+        init = None if args.reader_only else save_base_init(tmp / "base.weights.h5", args.backbone, args.size, seed=0)
         members = [build_member(args.backbone, args.size, str(init), seed=s, name=f"member_{s}")
-                   for s in range(args.members + args.pass2_members)]
+                   for s in range(0 if args.reader_only else args.members + args.pass2_members)]
         copies = {(precision, fuse): [for_inference(m, precision, fuse_batchnorm=fuse)
                                       for m in (members if fuse else members[:args.members])]
                   for precision in ("float32", "mixed_bfloat16") for fuse in (True, False)}
         engines, both = {}, {}
-        for (precision, fuse), models in copies.items():
+        for (precision, fuse), models in (() if args.reader_only else copies.items()):
             short = "fp32" if precision == "float32" else "bf16"
             engines[f"engine {short}{'' if fuse else ', stock BN'}"] = Ensemble(
                 models[:args.members], micro_batch=args.micro_batch, streams=args.streams)
@@ -152,6 +184,8 @@ def main(argv=None) -> int:
                 both[f"engine {short}, 2 passes"] = Ensemble(
                     models, micro_batch=args.micro_batch, streams=args.streams)
         assert all(e.shared for e in [*engines.values(), *both.values()])
+        if args.reader_only:
+            second = []
         rng = np.random.default_rng(0)
         count = max(args.engine_images, args.original_images)
         images = rng.random((count, args.size, args.size, 3), np.float32)
@@ -187,24 +221,38 @@ def main(argv=None) -> int:
             for batch in read_batches(items[:n], args.size, "stretch", args.batch):
                 engines["engine bf16"](batch.images)
 
+        def steady(batches, sizes, n):
+            """(images after the first batch, seconds from the first batch to the last)."""
+            counted, start = 0, None
+            for batch in batches:
+                if start is None:
+                    start, total = time.perf_counter(), sizes(batch)
+                    continue
+                counted += sizes(batch)
+                total += sizes(batch)
+            assert total == n, (total, n)
+            return counted, time.perf_counter() - start
+
         def in_memory(scaled):
-            ds = (tf.data.Dataset.from_tensor_slices(big)  # built (traced) once, outside the timing
+            ds = (tf.data.Dataset.from_tensor_slices(big)
                   .map(lambda d: decode_and_resize(d, args.size, "stretch", scaled),
                        num_parallel_calls=tf.data.AUTOTUNE))
 
             def run(n):
-                assert sum(int(b.shape[0]) for b in ds.take(n).batch(args.batch).prefetch(2)) == n
+                return steady(ds.take(n).batch(args.batch).prefetch(2), lambda b: int(b.shape[0]), n)
             return run
 
         def reader(chosen, scaled):
             def run(n):
-                assert sum(len(b.items) for b in read_batches(chosen[:n], args.size, "stretch", args.batch,
-                                                              scaled=scaled)) == n
+                return steady(read_batches(chosen[:n], args.size, "stretch", args.batch, scaled=scaled),
+                              lambda b: len(b.items), n)
             return run
 
-        model_variants = {"original": (original(members[:args.members]), args.original_images)}
-        model_variants.update({name: (engine(e), args.engine_images) for name, e in engines.items()})
-        model_variants["engine+files bf16"] = (engine_files, args.engine_images)
+        model_variants = {}
+        if not args.reader_only:
+            model_variants["original"] = (original(members[:args.members]), args.original_images)
+            model_variants.update({name: (engine(e), args.engine_images) for name, e in engines.items()})
+            model_variants["engine+files bf16"] = (engine_files, args.engine_images)
         if second:
             model_variants["original, 2 passes"] = (original(members), args.original_images)
             model_variants.update({name: (two_passes(e), args.engine_images) for name, e in both.items()})
@@ -221,10 +269,19 @@ def main(argv=None) -> int:
         for _ in range(args.rounds):
             for name, (fn, n) in variants.items():
                 start = time.perf_counter()
-                fn(n)
-                rates[name].append(n / (time.perf_counter() - start))
+                timed = fn(n)  # the reader rows time themselves: (images, seconds)
+                count, seconds = timed if timed else (n, time.perf_counter() - start)
+                rates[name].append(count / seconds)
                 print(f"  {name}: {rates[name][-1]:.2f} images/s", flush=True)
-            peaks.append((matmul_peak(tf.float32), matmul_peak(tf.bfloat16)))
+            if model_variants:
+                peaks.append((matmul_peak(tf.float32), matmul_peak(tf.bfloat16)))
+        best = {name: max(r) for name, r in rates.items()}
+        if args.reader_only:
+            print_reader_table(args, reader_variants, rates)
+            print(json.dumps({"size": args.size, "batch": args.batch, "rounds": args.rounds,
+                              "images_per_s": {k: round(v, 3) for k, v in best.items()},
+                              **reader_figures(rates, args.size)}))
+            return 0
         peak32, peak16 = max(p[0] for p in peaks), max(p[1] for p in peaks)
 
         check = images[:8]
@@ -241,7 +298,6 @@ def main(argv=None) -> int:
         tail_gf = gflops(tail, tuple(trunk.outputs[0].shape[1:]))
         marker_ms = marker_write_ms(tmp, 3 * args.batch)
 
-    best = {name: max(r) for name, r in rates.items()}
     total = args.members + args.pass2_members
     work = {"original": member_gf * args.members, "original, 2 passes": member_gf * total}
     engine_gf = trunk_gf + tail_gf * args.members
@@ -262,11 +318,7 @@ def main(argv=None) -> int:
               f"{achieved / peak:>8.0%}")
     print(f"one member {member_gf:.2f} GFLOP = trunk to pool4_pool {trunk_gf:.2f} ({trunk_gf / member_gf:.0%}) "
           f"+ conv5 and head {tail_gf:.2f}; matmul peak fp32 {peak32:.0f}, bf16 {peak16:.0f} GFLOP/s")
-    scale = jpeg_scale(600, 800, args.size)
-    print(f"\nreader, no model: 800x600 JPEGs to {args.size} px (scaled decode at 1/{scale}), batch {args.batch}")
-    print(f"{'variant':<26}{'images/s':>9}{'vs memory, full':>17}")
-    for name in reader_variants:
-        print(f"{name:<26}{best[name]:>9.1f}{best[name] / best['memory, full decode']:>16.2f}x")
+    print_reader_table(args, reader_variants, rates)
     diff32 = float(np.abs(score32 - one_by_one).max())
     diff16 = float(np.abs(score16 - score32).max())
     print(f"engine fp32 vs members one by one: max |score difference| {diff32:.2e}; bf16 vs fp32: {diff16:.2e}; "
@@ -283,10 +335,7 @@ def main(argv=None) -> int:
         "speedup_bf16": round(rows["engine bf16"]["ratio"], 2),
         "speedup_files_bf16": round(rows["engine+files bf16"]["ratio"], 2),
         "speedup_two_passes_bf16": round(rows["engine bf16, 2 passes"]["ratio"], 2) if second else None,
-        "scaled_decode_speedup_files": round(best["files, scaled decode"] / best["files, full decode"], 2),
-        "scaled_decode_speedup_memory": round(best["memory, scaled decode"] / best["memory, full decode"], 2),
-        "files_vs_memory_scaled": round(best["files, scaled decode"] / best["memory, scaled decode"], 2),
-        "jpeg_scale": scale,
+        **reader_figures(rates, args.size),
         "gflop_per_image_original": round(work["original"], 2), "gflop_per_image_engine": round(engine_gf, 2),
         "gflop_per_image_original_two_passes": round(work["original, 2 passes"], 2),
         "gflop_per_image_engine_two_passes": round(both_gf, 2),

@@ -345,9 +345,13 @@ def _resize(image: tf.Tensor, image_size: int, crop: str) -> tf.Tensor:
 def _resize_scaled(image, scale, height, width, image_size: int, crop: str) -> tf.Tensor:
     """Resize an image decoded at 1/`scale` as `_resize` does the full `height` x `width` one.
 
-    The crop is placed in full-size pixels and mapped exactly (`ScaleAndTranslate`, the
-    op behind `tf.image.resize(antialias=True)`): a centre crop 100 px from the edge starts
-    12.5 px in at 1/8 scale, which no integer crop can hit.
+    The crop is placed in full-size pixels and mapped exactly: a centre crop 100 px from the
+    edge starts 12.5 px in at 1/8 scale, which no integer crop can hit. libjpeg's scaled
+    inverse DCT has already low-passed the image, so when what is left to shrink is less
+    than 2x on both axes (always for a centre crop, whose scale `jpeg_scale` chose), plain
+    bilinear sampling (`crop_and_resize`, about 10x cheaper than the antialiased
+    `ScaleAndTranslate`) follows it; a longer shrink (the long side of a panorama, stretched)
+    keeps the antialiased filter.
     """
     height, width = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
     top = left = tf.constant(0.0)
@@ -357,10 +361,30 @@ def _resize_scaled(image, scale, height, width, image_size: int, crop: str) -> t
         height = width = side
     scale = tf.cast(scale, tf.float32)
     sy, sx = image_size * scale / height, image_size * scale / width  # output px per decoded px
-    return tf.raw_ops.ScaleAndTranslate(
-        images=image[None], size=[image_size, image_size], scale=tf.stack([sy, sx]),
-        translation=tf.stack([-top / scale * sy, -left / scale * sx]), kernel_type="triangle",
-        antialias=True)[0]
+
+    def antialiased():
+        return tf.raw_ops.ScaleAndTranslate(
+            images=image[None], size=[image_size, image_size], scale=tf.stack([sy, sx]),
+            translation=tf.stack([-top / scale * sy, -left / scale * sx]), kernel_type="triangle",
+            antialias=True)[0]
+
+    def bilinear():
+        # Output pixel i samples decoded row (top / scale + (i + 0.5) / sy - 0.5): half-pixel
+        # centres, as `tf.image.resize`. crop_and_resize places row i at
+        # y1 * (H' - 1) + i * (y2 - y1) * (H' - 1) / (size - 1); solve for y1 and y2.
+        shape = tf.cast(tf.shape(image)[:2], tf.float32) - 1.0
+        first = tf.stack([top / scale + 0.5 / sy - 0.5, left / scale + 0.5 / sx - 0.5])
+        last = first + (image_size - 1) / tf.stack([sy, sx])
+        # libjpeg rounds a scaled side up, so an end sample can fall up to 0.5 / size px
+        # outside the decoded image, where crop_and_resize would write 0: clamp it, as
+        # resize does.
+        first, last = tf.maximum(first, 0.0), tf.minimum(last, shape)
+        box = tf.concat([first / shape, last / shape], 0)
+        return tf.image.crop_and_resize(image[None], box[None], [0], [image_size, image_size])[0]
+
+    if image_size < 2:
+        return antialiased()
+    return tf.cond(tf.minimum(sy, sx) > 0.5, bilinear, antialiased)
 
 
 def decode_and_resize(data: tf.Tensor, image_size: int, crop: str = "center", scaled: bool = False) -> tf.Tensor:

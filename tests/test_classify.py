@@ -911,4 +911,4 @@ def test_scaled_decode_keeps_scores_within_the_bf16_tolerance(tmp_path, size, sc
         scores[scaled] = ensemble(images)
     assert scores[False].std() > 0.05  # the scores vary: the comparison means something
     difference = np.abs(scores[True] - scores[False])
-    assert 0 < difference.max() <= 2e-2, difference.max()  # measured: 1e-3 to 2e-3
+    assert 0 < difference.max() <= 2e-2, difference.max()  # measured: 7e-6 (antialiased, 160 px) and 4e-3 (bilinear, 64 px)

@@ -229,6 +229,40 @@ def test_scaled_decode_gives_nearly_the_pixels_of_a_full_decode(crop):
                                   pipeline.decode_and_resize(small, 300, crop).numpy())
 
 
+@pytest.mark.parametrize("height, width, size, crop", [
+    (600, 800, 200, "center"), (600, 800, 300, "stretch"), (800, 600, 128, "center"),
+    (601, 803, 151, "center"), (601, 803, 151, "stretch"),  # libjpeg rounded 150.25 rows up to 151
+    (1200, 700, 128, "stretch")])  # the long side still shrinks 2.7x after the DCT: antialiased
+def test_scaled_resize_samples_the_decoded_image_where_the_full_one_would(height, width, size, crop):
+    """After a scaled decode, a shrink under 2x is plain bilinear sampling at the exact
+    full-size positions (half-pixel centres, the crop mapped in full-size pixels); a longer
+    one keeps the antialiased filter. Both are compared with ScaleAndTranslate run directly."""
+    import tensorflow as tf
+
+    jpeg = tf.constant(_smooth_photo_jpeg(height, width))
+    image, scale, full_height, full_width = pipeline._decode(jpeg, size)
+    scale = int(scale)
+    assert scale > 1
+    top = left = 0
+    h, w = height, width
+    if crop == "center":
+        h = w = min(height, width)
+        top, left = (height - h) // 2, (width - w) // 2
+    sy, sx = size * scale / h, size * scale / w
+    shrink = max(1 / sy, 1 / sx)  # decoded px per output px on the longer-shrinking axis
+
+    def reference(antialias):
+        return tf.raw_ops.ScaleAndTranslate(
+            images=image[None], size=[size, size], scale=[sy, sx], translation=[-top / scale * sy, -left / scale * sx],
+            kernel_type="triangle", antialias=antialias)[0].numpy()
+
+    got = pipeline._resize_scaled(image, scale, full_height, full_width, size, crop).numpy()
+    expected = reference(antialias=shrink >= 2)
+    assert np.abs(got - expected).max() < 0.05  # of 255: float rounding only
+    if shrink > 1:  # (601x803 at 151 is a slight enlargement, where the two filters agree)
+        assert np.abs(reference(antialias=shrink < 2) - expected).max() > 1  # the other filter is not it
+
+
 def test_empty_folder_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match=r"no image files"):
         pipeline.load_images(tmp_path)
