@@ -170,3 +170,16 @@ def test_validation_batches_are_decoded_once_and_then_read_from_memory(tmp_path)
     for _ in range(2):
         again = [b.numpy() for b in ds]
         assert all(np.array_equal(a, b) for a, b in zip(first, again)) and len(again) == 2
+
+
+def test_per_step_callbacks_read_the_step_counter_once_per_round_not_at_every_step(tmp_path, monkeypatch):
+    """Reading the model's counter waits for the step: the logger counts from the round's start."""
+    reads = []
+    real = monitor.global_step
+    monkeypatch.setattr(monitor, "global_step", lambda model: reads.append(1) or real(model))
+    vae = _fit(tmp_path)  # 3 rounds of 4 steps, a point at every step
+    assert real(vae) == 12
+    assert len(reads) <= 2 * 3, len(reads)  # a round's begin and end, not its 4 steps
+    events = EventAccumulator(str(tmp_path / "logs" / "train"), size_guidance={"tensors": 0})
+    events.Reload()
+    assert sorted(e.step for e in events.Tensors("loss/loss")) == list(range(1, 13))
