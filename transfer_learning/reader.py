@@ -206,7 +206,7 @@ def read_batches(items: Sequence[Item], image_size: int, crop: str = "stretch",
 
     def generate():
         # One chunk of `batch_size` items per call: tf.data calls a generator through the
-        # GIL once per element, which per item cost a fifth of the reader's rate.
+        # GIL once per element, a large share of the reader's time when called per item.
         # An exception here would end the stream early (tf.data's `ignore_errors` takes it
         # for the last element's), so each input's failure is caught and recorded.
         reader = ItemReader(retries)
