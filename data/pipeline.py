@@ -349,7 +349,7 @@ def _resize_scaled(image, scale, height, width, image_size: int, crop: str) -> t
     edge starts 12.5 px in at 1/8 scale, which no integer crop can hit. libjpeg's scaled
     inverse DCT has already low-passed the image, so when what is left to shrink is less
     than 2x on both axes (always for a centre crop, whose scale `jpeg_scale` chose), plain
-    bilinear sampling (`crop_and_resize`, about 10x cheaper than the antialiased
+    bilinear sampling (`crop_and_resize`, far cheaper than the antialiased
     `ScaleAndTranslate`) follows it; a longer shrink (the long side of a panorama, stretched)
     keeps the antialiased filter.
     """
