@@ -25,8 +25,9 @@ runs on all of them, the most work a batch can cost):
   engine ..., 2 passes `classify.decide`: one trunk, the pass-1 tails, then the pass-2 tails
                        on pass 1's trunk features (no second trunk)
 Reader, no model: --reader-images 800x600 JPEGs decoded and resized to --size (stretch):
-  memory full/scaled   the encoded bytes already in memory, decoded by tf.data in parallel
-                       (`decode_and_resize`), full decode or DCT-scaled (`--scaled-decode`)
+  memory full/scaled   the encoded bytes already in memory, decoded as the reader decodes
+                       (`decode_chunk`: `decode_and_resize` over a chunk of --batch images
+                       per call, several chunks at once), full or DCT-scaled (`--scaled-decode`)
   files full/scaled    classify.py's reader (`read_batches`) over a folder of JPEG files:
                        reads, header checks and bookkeeping included
   tar scaled           the same reader over one tar shard of the same JPEGs
@@ -58,13 +59,13 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from data.pipeline import decode_and_resize, jpeg_scale  # noqa: E402
+from data.pipeline import jpeg_scale  # noqa: E402
 from peaks import matmul_peak  # noqa: E402
 from transfer_learning.classify import decide  # noqa: E402
 from transfer_learning.ensemble import Ensemble, for_inference, split_member  # noqa: E402
 from transfer_learning.inflight import InFlight  # noqa: E402
 from transfer_learning.member import build_member, save_base_init  # noqa: E402
-from transfer_learning.reader import read_batches  # noqa: E402
+from transfer_learning.reader import decode_chunk, read_batches  # noqa: E402
 from transfer_learning.sources import list_items  # noqa: E402
 
 
@@ -236,12 +237,12 @@ def main(argv=None) -> int:
             return counted, time.perf_counter() - start
 
         def in_memory(scaled):
-            ds = (tf.data.Dataset.from_tensor_slices(big)
-                  .map(lambda d: decode_and_resize(d, args.size, "stretch", scaled),
-                       num_parallel_calls=tf.data.AUTOTUNE))
-
-            def run(n):
-                return steady(ds.take(n).batch(args.batch).prefetch(2), lambda b: int(b.shape[0]), n)
+            def run(n):  # the reader's decoding (`decode_chunk`, a chunk per call), without its reading
+                ds = (tf.data.Dataset.from_tensor_slices(big[:n]).batch(args.batch)
+                      .map(lambda d: decode_chunk(tf.fill(tf.shape(d), ""), d, args.size, "stretch", scaled)[0],
+                           num_parallel_calls=tf.data.AUTOTUNE)
+                      .prefetch(2))
+                return steady(ds, lambda b: int(b.shape[0]), n)
             return run
 
         def reader(chosen, scaled):

@@ -886,6 +886,34 @@ def test_pass_2_scores_the_survivors_from_the_trunk_features_pass_1_computed():
     assert np.isnan(scores2[~passed]).all()
 
 
+def test_a_chunk_with_a_bad_input_still_gives_every_good_input_its_own_image(tmp_path):
+    """The reader decodes a chunk of `batch_size` inputs per call and drops a chunk that fails:
+    the good inputs beside a corrupt one come back with the images a clean read gives them,
+    each once, in order, the corrupt one as an error at its position."""
+    from transfer_learning.reader import read_batches
+    from transfer_learning.sources import list_items
+
+    clean, mixed = tmp_path / "clean", tmp_path / "mixed"
+    for folder in (clean, mixed):
+        folder.mkdir()
+        for i in range(10):
+            photo(KEPT_RGB if i % 2 else GREY_RGB, seed=i).save(folder / f"p{i:02d}.png")
+    (mixed / "p04.png").write_bytes((mixed / "p04.png").read_bytes()[:60])  # truncated
+    (mixed / "p09.png").write_bytes(b"not an image at all" * 10)  # the last chunk's last input
+    good = {i: b for b in read_batches(list_items([str(clean)]), 16, "stretch", 4)
+            for i, b in zip(b.positions, b.images.numpy())}
+    batches = list(read_batches(list_items([str(mixed)]), 16, "stretch", 4))
+    images = {p: image for b in batches for p, image in zip(b.positions, b.images.numpy())}
+    errors = {p: reason for b in batches for p, _, reason in b.errors}
+    assert sorted(images) == [0, 1, 2, 3, 5, 6, 7, 8] and sorted(errors) == [4, 9]
+    assert sum(len(b.items) + len(b.errors) for b in batches) == 10  # each input exactly once
+    assert "corrupt" in errors[4] and "not an image" in errors[9]
+    for position, image in images.items():
+        np.testing.assert_array_equal(image, good[position])
+    assert all(b.data[k] == (mixed / b.items[k].path.split("/")[-1]).read_bytes()
+               for b in batches for k in range(len(b.items)))
+
+
 @pytest.mark.parametrize("size, scale", [(64, 8), (160, 2)])
 def test_scaled_decode_keeps_scores_within_the_bf16_tolerance(tmp_path, size, scale):
     """A random-weight ensemble on 800x600 JPEGs, decoded at 1/scale vs in full: scores within
