@@ -34,13 +34,35 @@ from transfer_learning.sources import Item, ItemReader, printable
 log = logging.getLogger(__name__)
 
 
+class Encoded(Sequence[bytes]):
+    """A batch's encoded inputs as Python bytes, each converted when it is read (only kept
+    images are): `tensor`'s strings, then `extra`."""
+
+    def __init__(self, tensor: tf.Tensor, extra: Sequence[bytes] = ()):
+        self._tensor, self._extra, self._count = tensor, list(extra), int(tensor.shape[0])
+
+    def __len__(self) -> int:
+        return self._count + len(self._extra)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        k = k + len(self) if k < 0 else k
+        if not 0 <= k < len(self):
+            raise IndexError(k)
+        return self._tensor[k].numpy() if k < self._count else self._extra[k - self._count]
+
+    def __add__(self, other: Sequence[bytes]) -> "Encoded":
+        return Encoded(self._tensor, self._extra + list(other))
+
+
 @dataclass
 class Batch:
     """Decoded items, plus the inputs that failed since the previous batch; positions give the order."""
 
     items: list[Item]  # decoded, aligned with images and data
     images: tf.Tensor  # (B, S, S, 3) float32 in [0, 1]
-    data: list[bytes]  # each item's encoded bytes (a kept image is written from them)
+    data: Sequence[bytes]  # each item's encoded bytes (a kept image is written from them)
     errors: list[tuple[int, Item, str]]  # (position in the item list, item, reason)
     positions: list[int]  # each decoded item's position in the item list
 
@@ -292,7 +314,7 @@ def read_batches(items: Sequence[Item], image_size: int, crop: str = "stretch",
                 recovered += more
                 errors += failed
                 expected = position + 1
-            batch = Batch([items[p] for p in positions], images, list(data.numpy()), errors, positions)
+            batch = Batch([items[p] for p in positions], images, Encoded(data), errors, positions)
             if recovered:  # scored with this batch
                 extra = _batch(recovered, [], image_size)
                 batch = Batch(batch.items + extra.items, tf.concat([images, extra.images], axis=0),
