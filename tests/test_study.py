@@ -1,6 +1,9 @@
 """The disentanglement study: skips finished runs, resumes interrupted ones, files that reproduce."""
 
+import fcntl
 import json
+import shutil
+import tarfile
 
 import numpy as np
 import pytest
@@ -18,11 +21,26 @@ FAST = ["--samples", "200", "--votes", "20", "--round", "4", "--seeds", "0", "--
 def finished(tmp_path_factory):
     base = tmp_path_factory.mktemp("study")
     args = ["--results", str(base / "results"), "--runs", str(base / "runs")]
-    # An interrupted run: its first round trained and backed up, then stopped.
+    # An interrupted run: its first round trained and backed up, then stopped and parked,
+    # and its run directory lost (another machine, or this one wiped).
     spec = next(s for s in study.PLAN if s.name == "beta_tc_vae-beta=6")
-    train.train(study.study_config(spec, 0, 4, every=4), base / "runs" / spec.run_id(0), verbose=0)
+    run_dir = base / "runs" / spec.run_id(0)
+    train.train(study.study_config(spec, 0, 4, every=4), run_dir, verbose=0)
+    assert study.main(["park", *args]) == 0
+    parked = base / "results" / study.PARKED
+    assert json.loads((parked / f"{spec.run_id(0)}.json").read_text()) == {"id": spec.run_id(0), "step": 4}
+    shutil.rmtree(run_dir)
     assert study.main(["run", "--steps", "8", *FAST, *args]) == 0
     return base, args, spec
+
+
+def test_a_parked_run_resumes_on_a_machine_without_its_run_directory(finished):
+    base, _, spec = finished
+    run_dir = base / "runs" / spec.run_id(0)
+    history = (run_dir / "history.csv").read_text().strip().splitlines()
+    assert [line.split(",")[0] for line in history[1:]] == ["0", "1"]  # round 1 parked, round 2 resumed
+    assert study.training_seconds(run_dir) > 0  # the parked round's events came back with it
+    assert not list((base / "results" / study.PARKED).iterdir())  # finished: its parked copy is gone
 
 
 def test_an_interrupted_run_resumes_and_finishes_with_its_files(finished):
@@ -119,3 +137,86 @@ def test_training_time_is_the_union_of_every_process_span(tmp_path):
     events("events.out.tfevents.500.host.a.b.8.0.v2", [500.0, 530.0])  # resumed: 500–530
     events("events.out.tfevents.520.host.a.b.9.0.v2", [520.0, 540.0])  # overlapping another: +10
     assert study.training_seconds(tmp_path) == 60.0 + 30.0 + 10.0
+
+
+def fake_run(runs, run_id, rounds, every=1000):
+    """A run directory as `vae.train` leaves it after `rounds` rounds (the files, not a model)."""
+    run_dir = runs / run_id
+    backup = run_dir / "backup" / "worker-0"
+    backup.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps({"validate_every": every}))
+    (backup / "latest.weights.h5").write_bytes(bytes([rounds]) * 1000)
+    (backup / "latest.weights.h5.bkp").write_bytes(b"previous")
+    (backup / "training_metadata.json").write_text(json.dumps({"epoch": rounds, "batch": 0}))
+    (run_dir / "logs" / "train").mkdir(parents=True, exist_ok=True)
+    (run_dir / "logs" / "train" / "events.out.tfevents.1.host.7.0.v2").write_bytes(b"events" * rounds)
+    for skipped in ("checkpoints/step-00001000.weights.h5", "monitor/traversal.png"):
+        (run_dir / skipped).parent.mkdir(exist_ok=True)
+        (run_dir / skipped).write_bytes(b"x")
+    return run_dir
+
+
+def test_park_packs_the_resume_point_only_and_again_only_when_further(tmp_path):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    fake_run(runs, "beta_vae-beta=1-seed=1", rounds=3)
+    fake_run(runs, "beta_vae-beta=1-seed=0", rounds=30)
+    (results).mkdir()
+    (results / "beta_vae-beta=1-seed=0.json").write_text("{}")  # finished: not parked
+    assert study.park(results, runs) == (["beta_vae-beta=1-seed=1"], [])
+    archive = results / study.PARKED / "beta_vae-beta=1-seed=1.tar.gz"
+    with tarfile.open(archive) as tar:
+        assert sorted(tar.getnames()) == ["backup/worker-0/latest.weights.h5",
+                                          "backup/worker-0/training_metadata.json",
+                                          "config.json", "logs/train/events.out.tfevents.1.host.7.0.v2"]
+    assert sorted(p.name for p in archive.parent.iterdir()) == ["beta_vae-beta=1-seed=1.json",
+                                                                "beta_vae-beta=1-seed=1.tar.gz"]
+    first = archive.read_bytes()
+    assert study.park(results, runs) == ([], [])  # not further: left alone
+    (runs / "beta_vae-beta=1-seed=1" / "backup" / "worker-0" / "training_metadata.json").unlink()
+    fake_run(runs, "beta_vae-beta=1-seed=1", rounds=3)
+    shutil.rmtree(results / study.PARKED)
+    assert study.park(results, runs) == (["beta_vae-beta=1-seed=1"], [])
+    assert archive.read_bytes() == first  # the same files give the same bytes: no churn in git
+    fake_run(runs, "beta_vae-beta=1-seed=1", rounds=4)
+    assert study.park(results, runs) == (["beta_vae-beta=1-seed=1"], [])
+    assert study.parked_step(results, "beta_vae-beta=1-seed=1") == 4000
+
+
+def test_park_refuses_a_run_another_process_is_training(tmp_path, capsys):
+    runs, results = tmp_path / "runs", tmp_path / "results"
+    fake_run(runs, "beta_vae-beta=1-seed=1", rounds=3)
+    with open(runs / "beta_vae-beta=1-seed=1.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a training `run` process holds it
+        assert study.main(["park", "--results", str(results), "--runs", str(runs)]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: beta_vae-beta=1-seed=1 is being trained by another process; stop it (it keeps "
+                   "its last round) and park again"]
+    assert not (results / study.PARKED).exists()
+
+
+def test_unpark_restores_a_missing_or_behind_run_and_keeps_one_ahead(tmp_path):
+    runs, results, run_id = tmp_path / "runs", tmp_path / "results", "beta_vae-beta=1-seed=1"
+    fake_run(runs, run_id, rounds=5)
+    study.park(results, runs)
+    shutil.rmtree(runs)
+    assert study.unpark(run_id, results, runs)
+    weights = runs / run_id / "backup" / "worker-0" / "latest.weights.h5"
+    assert weights.read_bytes() == bytes([5]) * 1000 and study.run_step(runs / run_id) == 5000
+    assert not study.unpark(run_id, results, runs)  # the same step: nothing to do
+    fake_run(runs, run_id, rounds=2)  # a run directory behind the parked copy
+    assert study.unpark(run_id, results, runs) and weights.read_bytes() == bytes([5]) * 1000
+    fake_run(runs, run_id, rounds=9)  # ahead: kept
+    assert not study.unpark(run_id, results, runs) and study.run_step(runs / run_id) == 9000
+    assert [p.name for p in runs.iterdir() if p.name.startswith("tmp-")] == []
+
+
+def test_unpark_refuses_an_archive_with_a_path_outside_the_run(tmp_path):
+    results, run_id = tmp_path / "results", "beta_vae-beta=1-seed=1"
+    (results / study.PARKED).mkdir(parents=True)
+    with tarfile.open(results / study.PARKED / f"{run_id}.tar.gz", "w:gz") as tar:
+        info = tarfile.TarInfo("../escape.txt")
+        tar.addfile(info, None)
+    (results / study.PARKED / f"{run_id}.json").write_text(json.dumps({"id": run_id, "step": 1000}))
+    with pytest.raises(study.ParkedRunError, match="escape.txt"):
+        study.unpark(run_id, results, tmp_path / "runs")
+    assert not (tmp_path / "escape.txt").exists()

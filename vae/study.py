@@ -3,6 +3,7 @@
     python -m vae.study run [--only ID ...] [--steps 30000] [--seeds 0,1,2]
     python -m vae.study remeasure      # every run's metrics again, from its saved code table
     python -m vae.study report
+    python -m vae.study park           # unfinished runs' resume points into the results folder
 
 Every run trains disentanglement_lib's 64-px network (Bernoulli likelihood, Adam 1e-4,
 batch 64, 10 latents) on all 15 552 synthetic façade combinations (`--data
@@ -18,8 +19,15 @@ combinations. A finished run leaves in the results folder (committed):
                     factor it carries most information about
 
 A run whose JSON exists is skipped; a killed run resumes from its run directory
-(`vae.train` resumes at the last round). `report` regenerates the table, the plot and
-the README section between the study markers from the results folder alone.
+(`vae.train` resumes at the last round). A run directory lives on one machine; to carry
+an unfinished run to another (or past a machine that is wiped), stop the study and
+`park`: each unfinished run's last round (its backup with the optimiser's state, its
+config, history and TensorBoard logs; not the numbered checkpoints or the monitor
+PNGs) goes into `unfinished/<id>.tar.gz` in the results folder, with `<id>.json`
+naming its step. `run` then resumes a run from there when its run directory is
+missing or behind, exactly as from its own directory, and deletes the parked files
+when the run finishes. `report` regenerates the table, the plot and the README section
+between the study markers from the results folder alone.
 """
 
 from __future__ import annotations
@@ -28,24 +36,28 @@ import argparse
 import contextlib
 import dataclasses
 import fcntl
+import gzip
 import json
 import logging
 import os
 import platform
+import shutil
 import sys
+import tarfile
 import time
 from pathlib import Path
 
 import numpy as np
 
 from common.cli import log_to_stderr
-from common.files import write_json
+from common.files import atomic_write, write_json
 
 log = logging.getLogger(__name__)
 
 RESULTS = Path("results/study")
 RUNS = Path("runs/study")
 README_BEGIN, README_END = "<!-- study:begin -->", "<!-- study:end -->"
+PARKED = "unfinished"  # the results folder's subfolder of parked runs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,7 +197,110 @@ def run_one(spec: Spec, seed: int, args) -> dict | None:
             return None
         if done.exists():  # finished by another process while we waited for the lock
             return json.loads(done.read_text())
+        unpark(spec.run_id(seed), results, Path(args.runs))
         return _train_and_measure(spec, seed, args)
+
+
+# --------------------------------------------------------------------------- parking
+
+class ParkedRunError(Exception):
+    """A parked run's archive holds something `park` never writes."""
+
+
+# What a parked run keeps of its directory: everything it resumes from. Not the numbered
+# checkpoints, the monitor PNGs (TensorBoard's events hold the same pictures), the
+# previous backup, temporaries or the lock.
+def _parked_member(relative: Path) -> bool:
+    name = relative.name
+    return (relative.parts[0] not in ("checkpoints", "monitor") and not name.endswith((".bkp", ".lock"))
+            and not name.startswith("tmp-"))
+
+
+def run_step(run_dir: Path) -> int:
+    """The global step a run directory resumes at (0: none); read from its files, no model."""
+    metadata = run_dir / "backup" / "worker-0" / "training_metadata.json"
+    weights = metadata.with_name("latest.weights.h5")
+    if not (metadata.exists() and weights.exists() and (run_dir / "config.json").exists()):
+        return 0
+    rounds = json.loads(metadata.read_text())["epoch"]
+    return int(rounds) * int(json.loads((run_dir / "config.json").read_text())["validate_every"])
+
+
+def park(results, runs) -> tuple[list[str], list[str]]:
+    """Pack every unfinished run's resume point into `results`/unfinished (to be committed).
+
+    (parked ids, ids refused because a process is training them). A run is packed only
+    if it is further on than its parked copy. The archive is byte-for-byte the same for
+    the same files (sorted members, no times or owners), so parking twice changes nothing.
+    """
+    results, runs = Path(results), Path(runs)
+    parked, busy = [], []
+    for run_dir in sorted(p for p in runs.glob("*") if p.is_dir()):
+        run_id, step = run_dir.name, run_step(run_dir)
+        if not step or (results / f"{run_id}.json").exists():
+            continue
+        with claim(runs / f"{run_id}.lock") as mine:
+            if not mine:
+                busy.append(run_id)
+                continue
+            if step <= parked_step(results, run_id):
+                log.info("%s: already parked at step %d", run_id, step)
+                continue
+            files = sorted(p for p in run_dir.rglob("*")
+                           if p.is_file() and _parked_member(p.relative_to(run_dir)))
+            archive = results / PARKED / f"{run_id}.tar.gz"
+            atomic_write(archive, lambda tmp: _write_archive(tmp, run_dir, files))
+            write_json(archive.with_name(f"{run_id}.json"), {"id": run_id, "step": step})
+            log.info("%s: parked at step %d (%.1f MB)", run_id, step, archive.stat().st_size / 1e6)
+            parked.append(run_id)
+    return parked, busy
+
+
+def _write_archive(path: str, root: Path, files: list[Path]) -> None:
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0, filename="") as packed, \
+            tarfile.open(fileobj=packed, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for file in files:
+            info = tarfile.TarInfo(file.relative_to(root).as_posix())
+            info.size, info.mode = file.stat().st_size, 0o644
+            with open(file, "rb") as handle:
+                tar.addfile(info, handle)
+
+
+def parked_step(results, run_id: str) -> int:
+    sidecar = Path(results) / PARKED / f"{run_id}.json"
+    return int(json.loads(sidecar.read_text())["step"]) if sidecar.exists() else 0
+
+
+def unpark(run_id: str, results, runs) -> bool:
+    """Restore a parked run into its run directory when the directory is missing or behind
+    (call it holding the run's lock); whether it was restored."""
+    results, run_dir = Path(results), Path(runs) / run_id
+    step, local = parked_step(results, run_id), run_step(run_dir)
+    if step <= local:
+        return False
+    if run_dir.exists():
+        log.warning("%s: its run directory is at step %d, the parked run at %d: replaced by the parked run",
+                    run_id, local, step)
+        shutil.rmtree(run_dir)
+    staging = run_dir.with_name(f"tmp-{os.getpid()}-{run_id}")
+    shutil.rmtree(staging, ignore_errors=True)
+    archive = results / PARKED / f"{run_id}.tar.gz"
+    with tarfile.open(archive, "r:gz") as tar:
+        members = tar.getmembers()
+        for member in members:  # what `park` writes: regular files at relative paths inside
+            parts = Path(member.name).parts
+            if not member.isfile() or Path(member.name).is_absolute() or ".." in parts:
+                raise ParkedRunError(f"{archive}: {member.name!r} is not a parked run's file")
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.10.12
+        tar.extractall(staging, members, **safe)
+    os.replace(staging, run_dir)
+    log.info("%s: resumed from its parked copy at step %d", run_id, step)
+    return True
+
+
+def drop_parked(results, run_id: str) -> None:
+    for suffix in (".tar.gz", ".json"):
+        (Path(results) / PARKED / f"{run_id}{suffix}").unlink(missing_ok=True)
 
 
 def training_seconds(run_dir: Path) -> float:
@@ -253,6 +368,7 @@ def _train_and_measure(spec: Spec, seed: int, args) -> dict:
     z = latents.encode_means(vae.encoder, images[:1])[0][0]
     save_png(traversal_picture(vae.decoder, z, labels), results / f"{run_id}.png")
     _write_json(result, done)  # last: its presence means the run is complete
+    drop_parked(results, run_id)
     log.info("%s: MIG %.3f, FactorVAE %.3f, DCI %.3f, PSNR %.2f dB", run_id, result["mig"],
              result["factor_vae_score"], result["dci_disentanglement"], result["test_psnr"])
     keras.backend.clear_session()
@@ -389,6 +505,10 @@ def parse_args(argv):
                           "1 thread each train more steps per second than one of 2")
     again = sub.add_parser("remeasure", help="recompute every finished run's metrics from its code table")
     again.add_argument("--results", default=str(RESULTS))
+    stow = sub.add_parser("park", help="unfinished runs' resume points into the results folder "
+                                       "(stop the study first), to commit or carry to another machine")
+    stow.add_argument("--results", default=str(RESULTS))
+    stow.add_argument("--runs", default=str(RUNS))
     rep = sub.add_parser("report", help="table, plot and README section from the results folder")
     rep.add_argument("--results", default=str(RESULTS))
     rep.add_argument("--readme", default="README.md", help="README whose study section is rewritten ('' : none)")
@@ -404,6 +524,14 @@ def main(argv=None) -> int:
     if args.command == "remeasure":
         print("\n".join(remeasure(args.results)) or "no finished runs")
         return 0
+    if args.command == "park":
+        parked, busy = park(args.results, args.runs)
+        print("\n".join(f"parked {run_id} at step {parked_step(args.results, run_id)}" for run_id in parked)
+              or "nothing to park")
+        for run_id in busy:
+            print(f"error: {run_id} is being trained by another process; stop it (it keeps its last "
+                  "round) and park again", file=sys.stderr)
+        return 1 if busy else 0
     if args.command == "report":
         try:
             summary = report(args.results, Path(args.readme) if args.readme else None,
@@ -437,7 +565,8 @@ def main(argv=None) -> int:
 
         tf.config.threading.set_intra_op_parallelism_threads(args.threads)
         tf.config.threading.set_inter_op_parallelism_threads(args.threads)
-    return exit_code(lambda: [run_one(spec, seed, args) for spec, seed in order], usage=(ConfigError,))
+    return exit_code(lambda: [run_one(spec, seed, args) for spec, seed in order], usage=(ConfigError,),
+                     failure=(ParkedRunError,))
 
 
 if __name__ == "__main__":
