@@ -35,7 +35,8 @@ Reader, no model: --reader-images 800x600 JPEGs decoded and resized to --size (s
   and filling the pipeline, once per classify.py run, is left out of all five alike.
   --reader-only runs these rows alone (no model is built).
 Variants run round-robin (A, B, C, …, A, B, C, …) so that all see the same machine
-load; the best round of each is reported. The matmul peaks are measured in the same
+load; the best round of each is reported, and for the reader's ratios also the median
+over rounds of each round's own ratio (a second estimate, robust to slow rounds). The matmul peaks are measured in the same
 run and FLOPs are counted by TensorFlow's profiler on each graph. Also printed: the
 scores' largest change from scaled decoding (engine fp32, 800x600 JPEGs) and the cost
 of one in-flight marker write (classify.py writes one per batch). Prints the tables,
@@ -87,6 +88,19 @@ def paired(rates: dict[str, list[float]], name: str, base: str) -> float:
     return max(rates[name]) / max(rates[base])
 
 
+def per_round(rates: dict[str, list[float]], name: str, base: str) -> float:
+    """The median over rounds of `name`'s rate over `base`'s in the same round (run one
+    after the other): a second estimate beside `paired`, robust to a slow round of either."""
+    return float(np.median(np.array(rates[name]) / np.array(rates[base])))
+
+
+READER_RATIOS = (("scaled_decode_speedup_memory", "memory, scaled decode", "memory, full decode"),
+                 ("scaled_decode_speedup_files", "files, scaled decode", "files, full decode"),
+                 ("files_vs_memory_full", "files, full decode", "memory, full decode"),
+                 ("files_vs_memory_scaled", "files, scaled decode", "memory, scaled decode"),
+                 ("tar_vs_memory_scaled", "tar shard, scaled decode", "memory, scaled decode"))
+
+
 def print_reader_table(args, names, rates: dict[str, list[float]]) -> None:
     scale = jpeg_scale(600, 800, args.size)
     print(f"\nreader, no model: 800x600 JPEGs to {args.size} px (scaled decode at 1/{scale}), batch {args.batch}, "
@@ -96,17 +110,16 @@ def print_reader_table(args, names, rates: dict[str, list[float]]) -> None:
         same = "memory, scaled decode" if "scaled" in name else "memory, full decode"
         print(f"{name:<26}{max(rates[name]):>9.1f}{paired(rates, name, 'memory, full decode'):>16.2f}x"
               f"{paired(rates, name, same):>23.2f}x")
+    print(f"\n{'ratio':<32}{'best / best':>12}{'median of rounds':>18}")
+    for key, name, base in READER_RATIOS:
+        print(f"{key:<32}{paired(rates, name, base):>11.2f}x{per_round(rates, name, base):>17.2f}x")
 
 
 def reader_figures(rates: dict[str, list[float]], size: int) -> dict:
-    return {
-        "scaled_decode_speedup_memory": round(paired(rates, "memory, scaled decode", "memory, full decode"), 2),
-        "scaled_decode_speedup_files": round(paired(rates, "files, scaled decode", "files, full decode"), 2),
-        "files_vs_memory_full": round(paired(rates, "files, full decode", "memory, full decode"), 2),
-        "files_vs_memory_scaled": round(paired(rates, "files, scaled decode", "memory, scaled decode"), 2),
-        "tar_vs_memory_scaled": round(paired(rates, "tar shard, scaled decode", "memory, scaled decode"), 2),
-        "jpeg_scale": jpeg_scale(600, 800, size),
-    }
+    figures = {key: round(paired(rates, name, base), 2) for key, name, base in READER_RATIOS}
+    figures.update({f"{key}_median_of_rounds": round(per_round(rates, name, base), 2)
+                    for key, name, base in READER_RATIOS})
+    return {**figures, "jpeg_scale": jpeg_scale(600, 800, size)}
 
 
 def photo_jpeg(rng, width: int, height: int) -> bytes:
@@ -120,11 +133,13 @@ def photo_jpeg(rng, width: int, height: int) -> bytes:
     return buffer.getvalue()
 
 
-def write_photos(folder: Path, count: int, width: int = 640, height: int = 480) -> list[bytes]:
-    """`count` photo-like JPEGs of width x height in `folder` (GLDv2's are mostly 640-800 wide)."""
+def write_photos(folder: Path, count: int, width: int = 640, height: int = 480, unique: int = 256) -> list[bytes]:
+    """`count` photo-like JPEGs of width x height in `folder` (GLDv2's are mostly 640-800 wide);
+    past `unique` of them the encodings repeat (each is a file of its own all the same)."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    encoded = [photo_jpeg(rng, width, height) for _ in range(count)]
+    distinct = [photo_jpeg(rng, width, height) for _ in range(min(count, unique))]
+    encoded = [distinct[i % len(distinct)] for i in range(count)]
     for i, data in enumerate(encoded):
         (folder / f"photo_{i:04d}.jpg").write_bytes(data)
     return encoded
@@ -158,7 +173,8 @@ def main(argv=None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of every variant; the best counts")
     parser.add_argument("--original-images", type=int, default=12, help="per round, the original's variants")
     parser.add_argument("--engine-images", type=int, default=64, help="per round, the engine's variants")
-    parser.add_argument("--reader-images", type=int, default=512, help="per round, the reader's variants")
+    parser.add_argument("--reader-images", type=int, default=1024,
+                        help="per round, the reader's variants (shorter rounds are noisier here)")
     parser.add_argument("--batch", type=int, default=32, help="images per batch (classify.py --batch-size)")
     parser.add_argument("--micro-batch", type=int, default=32, help="images per model call (the CPU default)")
     parser.add_argument("--streams", type=int, default=1, help="parallel branches per call (the default)")

@@ -351,7 +351,9 @@ def _resize_scaled(image, scale, height, width, image_size: int, crop: str) -> t
     than 2x on both axes (always for a centre crop, whose scale `jpeg_scale` chose), plain
     bilinear sampling (`crop_and_resize`, far cheaper than the antialiased
     `ScaleAndTranslate`) follows it; a longer shrink (the long side of a panorama, stretched)
-    keeps the antialiased filter.
+    keeps the antialiased filter. When the crop falls on whole decoded pixels (the usual
+    case: 800x600 at 1/2, stretched or centre-cropped), that sampling is `ResizeBilinear`
+    on the cropped pixels, the same positions at under half `crop_and_resize`'s cost.
     """
     height, width = tf.cast(height, tf.float32), tf.cast(width, tf.float32)
     top = left = tf.constant(0.0)
@@ -382,9 +384,15 @@ def _resize_scaled(image, scale, height, width, image_size: int, crop: str) -> t
         box = tf.concat([first / shape, last / shape], 0)
         return tf.image.crop_and_resize(image[None], box[None], [0], [image_size, image_size])[0]
 
+    def whole_pixels():  # the crop is whole decoded pixels: resize them, half-pixel centres
+        box = tf.cast(tf.stack([top, left, height, width]), tf.int32) // tf.cast(scale, tf.int32)
+        crop = tf.image.crop_to_bounding_box(image, box[0], box[1], box[2], box[3])
+        return tf.image.resize(crop, [image_size, image_size], method="bilinear")
+
     if image_size < 2:
         return antialiased()
-    return tf.cond(tf.minimum(sy, sx) > 0.5, bilinear, antialiased)
+    aligned = tf.reduce_all(tf.equal(tf.math.floormod(tf.stack([top, left, height, width]), scale), 0.0))
+    return tf.cond(tf.minimum(sy, sx) > 0.5, lambda: tf.cond(aligned, whole_pixels, bilinear), antialiased)
 
 
 def decode_and_resize(data: tf.Tensor, image_size: int, crop: str = "center", scaled: bool = False) -> tf.Tensor:

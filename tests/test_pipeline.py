@@ -232,6 +232,8 @@ def test_scaled_decode_gives_nearly_the_pixels_of_a_full_decode(crop):
 @pytest.mark.parametrize("height, width, size, crop", [
     (600, 800, 200, "center"), (600, 800, 300, "stretch"), (800, 600, 128, "center"),
     (601, 803, 151, "center"), (601, 803, 151, "stretch"),  # libjpeg rounded 150.25 rows up to 151
+    (600, 800, 150, "center"),  # a crop on whole pixels at 1/4 (100 px = 25 decoded px)
+    (600, 802, 200, "center"),  # a crop 101 px in: 50.5 decoded px, between pixels
     (1200, 700, 128, "stretch")])  # the long side still shrinks 2.7x after the DCT: antialiased
 def test_scaled_resize_samples_the_decoded_image_where_the_full_one_would(height, width, size, crop):
     """After a scaled decode, a shrink under 2x is plain bilinear sampling at the exact
@@ -257,6 +259,8 @@ def test_scaled_resize_samples_the_decoded_image_where_the_full_one_would(height
             kernel_type="triangle", antialias=antialias)[0].numpy()
 
     got = pipeline._resize_scaled(image, scale, full_height, full_width, size, crop).numpy()
+    graph = tf.function(pipeline._resize_scaled, reduce_retracing=True)  # as tf.data runs it
+    np.testing.assert_allclose(graph(image, scale, full_height, full_width, size, crop).numpy(), got, atol=1e-3)
     expected = reference(antialias=shrink >= 2)
     assert np.abs(got - expected).max() < 0.05  # of 255: float rounding only
     if shrink > 1:  # (601x803 at 151 is a slight enlargement, where the two filters agree)
