@@ -35,8 +35,11 @@ Reader, no model: --reader-images 800x600 JPEGs decoded and resized to --size (s
   and filling the pipeline, once per classify.py run, is left out of all five alike.
   --reader-only runs these rows alone (no model is built).
 Variants run round-robin (A, B, C, …, A, B, C, …) so that all see the same machine
-load; the best round of each is reported, and for the reader's ratios also the median
-over rounds of each round's own ratio (a second estimate, robust to slow rounds). The matmul peaks are measured in the same
+load; the best round of each is reported. Here whole rounds run on about one core's
+worth of CPU and others on two, so the reader's ratios are given three ways: best round
+over best round, the median over rounds of each round's own ratio, and the ratio of CPU
+time per image (this process's, all threads, median of rounds; what a saturated
+machine's rate is inversely proportional to, whatever share of the cores a round had). The matmul peaks are measured in the same
 run and FLOPs are counted by TensorFlow's profiler on each graph. Also printed: the
 scores' largest change from scaled decoding (engine fp32, 800x600 JPEGs) and the cost
 of one in-flight marker write (classify.py writes one per batch). Prints the tables,
@@ -101,7 +104,13 @@ READER_RATIOS = (("scaled_decode_speedup_memory", "memory, scaled decode", "memo
                  ("tar_vs_memory_scaled", "tar shard, scaled decode", "memory, scaled decode"))
 
 
-def print_reader_table(args, names, rates: dict[str, list[float]]) -> None:
+def cpu_ratio(cpu_ms: dict[str, list[float]], name: str, base: str) -> float:
+    """`base`'s CPU time per image over `name`'s (medians of rounds): the rate ratio on cores
+    kept busy, whatever share of them the machine gave each round."""
+    return float(np.median(cpu_ms[base]) / np.median(cpu_ms[name]))
+
+
+def print_reader_table(args, names, rates: dict[str, list[float]], cpu_ms: dict[str, list[float]]) -> None:
     scale = jpeg_scale(600, 800, args.size)
     print(f"\nreader, no model: 800x600 JPEGs to {args.size} px (scaled decode at 1/{scale}), batch {args.batch}, "
           f"steady rate (from the first batch), best of {args.reader_rounds} rounds")
@@ -110,15 +119,20 @@ def print_reader_table(args, names, rates: dict[str, list[float]]) -> None:
         same = "memory, scaled decode" if "scaled" in name else "memory, full decode"
         print(f"{name:<26}{max(rates[name]):>9.1f}{paired(rates, name, 'memory, full decode'):>16.2f}x"
               f"{paired(rates, name, same):>23.2f}x")
-    print(f"\n{'ratio':<32}{'best / best':>12}{'median of rounds':>18}")
+    print("CPU ms per image (this process, all threads; median of rounds): "
+          + ", ".join(f"{name} {np.median(cpu_ms[name]):.2f}" for name in names))
+    print(f"\n{'ratio':<32}{'best / best':>12}{'median of rounds':>18}{'by CPU per image':>18}")
     for key, name, base in READER_RATIOS:
-        print(f"{key:<32}{paired(rates, name, base):>11.2f}x{per_round(rates, name, base):>17.2f}x")
+        print(f"{key:<32}{paired(rates, name, base):>11.2f}x{per_round(rates, name, base):>17.2f}x"
+              f"{cpu_ratio(cpu_ms, name, base):>17.2f}x")
 
 
-def reader_figures(rates: dict[str, list[float]], size: int) -> dict:
+def reader_figures(rates: dict[str, list[float]], cpu_ms: dict[str, list[float]], size: int) -> dict:
     figures = {key: round(paired(rates, name, base), 2) for key, name, base in READER_RATIOS}
     figures.update({f"{key}_median_of_rounds": round(per_round(rates, name, base), 2)
                     for key, name, base in READER_RATIOS})
+    figures.update({f"{key}_by_cpu": round(cpu_ratio(cpu_ms, name, base), 2) for key, name, base in READER_RATIOS})
+    figures["cpu_ms_per_image"] = {name: round(float(np.median(v)), 3) for name, v in cpu_ms.items()}
     return {**figures, "jpeg_scale": jpeg_scale(600, 800, size)}
 
 
@@ -241,16 +255,17 @@ def main(argv=None) -> int:
                 engines["engine bf16"](batch.images)
 
         def steady(batches, sizes, n):
-            """(images after the first batch, seconds from the first batch to the last)."""
+            """(images after the first batch, wall seconds and this process's CPU seconds
+            (all its threads) from the first batch to the last)."""
             counted, start = 0, None
             for batch in batches:
                 if start is None:
-                    start, total = time.perf_counter(), sizes(batch)
+                    start, cpu, total = time.perf_counter(), time.process_time(), sizes(batch)
                     continue
                 counted += sizes(batch)
                 total += sizes(batch)
             assert total == n, (total, n)
-            return counted, time.perf_counter() - start
+            return counted, time.perf_counter() - start, time.process_time() - cpu
 
         def in_memory(scaled):
             def run(n):  # the reader's decoding (`decode_chunk`, a chunk per call), without its reading
@@ -284,24 +299,27 @@ def main(argv=None) -> int:
         for name, (fn, _) in variants.items():  # warm-up: tracing, first-call allocations
             fn(1 if name.startswith("original") else min(args.batch, 2))
         rates: dict[str, list[float]] = {name: [] for name in variants}
+        cpu_ms: dict[str, list[float]] = {name: [] for name in reader_variants}
         peaks = []  # measured in every round too: the best is the machine's
         for round_ in range(max(args.rounds, args.reader_rounds)):
             for name, (fn, n) in variants.items():
                 if round_ >= (args.reader_rounds if name in reader_variants else args.rounds):
                     continue
                 start = time.perf_counter()
-                timed = fn(n)  # the reader rows time themselves: (images, seconds)
-                count, seconds = timed if timed else (n, time.perf_counter() - start)
+                timed = fn(n)  # the reader rows time themselves: (images, seconds, CPU seconds)
+                count, seconds = timed[:2] if timed else (n, time.perf_counter() - start)
                 rates[name].append(count / seconds)
+                if timed:
+                    cpu_ms[name].append(1000 * timed[2] / count)
                 print(f"  {name}: {rates[name][-1]:.2f} images/s", flush=True)
             if model_variants and round_ < args.rounds:
                 peaks.append((matmul_peak(tf.float32), matmul_peak(tf.bfloat16)))
         best = {name: max(r) for name, r in rates.items()}
         if args.reader_only:
-            print_reader_table(args, reader_variants, rates)
+            print_reader_table(args, reader_variants, rates, cpu_ms)
             print(json.dumps({"size": args.size, "batch": args.batch, "rounds": args.reader_rounds,
                               "images_per_s": {k: round(v, 3) for k, v in best.items()},
-                              **reader_figures(rates, args.size)}))
+                              **reader_figures(rates, cpu_ms, args.size)}))
             return 0
         peak32, peak16 = max(p[0] for p in peaks), max(p[1] for p in peaks)
 
@@ -339,7 +357,7 @@ def main(argv=None) -> int:
               f"{achieved / peak:>8.0%}")
     print(f"one member {member_gf:.2f} GFLOP = trunk to pool4_pool {trunk_gf:.2f} ({trunk_gf / member_gf:.0%}) "
           f"+ conv5 and head {tail_gf:.2f}; matmul peak fp32 {peak32:.0f}, bf16 {peak16:.0f} GFLOP/s")
-    print_reader_table(args, reader_variants, rates)
+    print_reader_table(args, reader_variants, rates, cpu_ms)
     diff32 = float(np.abs(score32 - one_by_one).max())
     diff16 = float(np.abs(score16 - score32).max())
     print(f"engine fp32 vs members one by one: max |score difference| {diff32:.2e}; bf16 vs fp32: {diff16:.2e}; "
@@ -356,7 +374,7 @@ def main(argv=None) -> int:
         "speedup_bf16": round(rows["engine bf16"]["ratio"], 2),
         "speedup_files_bf16": round(rows["engine+files bf16"]["ratio"], 2),
         "speedup_two_passes_bf16": round(rows["engine bf16, 2 passes"]["ratio"], 2) if second else None,
-        **reader_figures(rates, args.size),
+        **reader_figures(rates, cpu_ms, args.size),
         "gflop_per_image_original": round(work["original"], 2), "gflop_per_image_engine": round(engine_gf, 2),
         "gflop_per_image_original_two_passes": round(work["original, 2 passes"], 2),
         "gflop_per_image_engine_two_passes": round(both_gf, 2),
