@@ -192,7 +192,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32, help="images per batch (classify.py --batch-size)")
     parser.add_argument("--micro-batch", type=int, default=32, help="images per model call (the CPU default)")
     parser.add_argument("--streams", type=int, default=1, help="parallel branches per call (the default)")
-    parser.add_argument("--reader-rounds", type=int, default=9,
+    parser.add_argument("--reader-rounds", type=int, default=15,
                         help="rounds of the reader's variants (cheap, and noisier than the models')")
     parser.add_argument("--reader-only", action="store_true", help="the reader rows alone, no model")
     args = parser.parse_args(argv)
