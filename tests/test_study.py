@@ -160,6 +160,7 @@ def test_park_packs_the_resume_point_only_and_again_only_when_further(tmp_path):
     runs, results = tmp_path / "runs", tmp_path / "results"
     fake_run(runs, "beta_vae-beta=1-seed=1", rounds=3)
     fake_run(runs, "beta_vae-beta=1-seed=0", rounds=30)
+    fake_run(runs, "tmp-99-beta_vae-beta=1-seed=2", rounds=3)  # a staging folder an unpark left
     (results).mkdir()
     (results / "beta_vae-beta=1-seed=0.json").write_text("{}")  # finished: not parked
     assert study.park(results, runs) == (["beta_vae-beta=1-seed=1"], [])

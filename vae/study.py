@@ -235,7 +235,7 @@ def park(results, runs) -> tuple[list[str], list[str]]:
     """
     results, runs = Path(results), Path(runs)
     parked, busy = [], []
-    for run_dir in sorted(p for p in runs.glob("*") if p.is_dir()):
+    for run_dir in sorted(p for p in runs.glob("*") if p.is_dir() and not p.name.startswith("tmp-")):
         run_id, step = run_dir.name, run_step(run_dir)
         if not step or (results / f"{run_id}.json").exists():
             continue
@@ -278,10 +278,6 @@ def unpark(run_id: str, results, runs) -> bool:
     step, local = parked_step(results, run_id), run_step(run_dir)
     if step <= local:
         return False
-    if run_dir.exists():
-        log.warning("%s: its run directory is at step %d, the parked run at %d: replaced by the parked run",
-                    run_id, local, step)
-        shutil.rmtree(run_dir)
     staging = run_dir.with_name(f"tmp-{os.getpid()}-{run_id}")
     shutil.rmtree(staging, ignore_errors=True)
     archive = results / PARKED / f"{run_id}.tar.gz"
@@ -293,6 +289,10 @@ def unpark(run_id: str, results, runs) -> bool:
                 raise ParkedRunError(f"{archive}: {member.name!r} is not a parked run's file")
         safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # Python >= 3.10.12
         tar.extractall(staging, members, **safe)
+    if run_dir.exists():  # behind the parked copy: replaced only once the copy is unpacked
+        log.warning("%s: its run directory is at step %d, the parked run at %d: replaced by the parked run",
+                    run_id, local, step)
+        shutil.rmtree(run_dir)
     os.replace(staging, run_dir)
     log.info("%s: resumed from its parked copy at step %d", run_id, step)
     return True
