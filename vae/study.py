@@ -227,7 +227,7 @@ def run_step(run_dir: Path) -> int:
 
 
 def park(results, runs) -> tuple[list[str], list[str]]:
-    """Pack every unfinished run's resume point into `results`/unfinished (to be committed).
+    """Pack every unfinished run's resume point into `results`/unfinished (to copy or commit).
 
     (parked ids, ids refused because a process is training them). A run is packed only
     if it is further on than its parked copy. The archive is byte-for-byte the same for
