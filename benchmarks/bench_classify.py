@@ -39,11 +39,11 @@ load; the best round of each is reported. Here whole rounds run on about one cor
 worth of CPU and others on two, so the reader's ratios are given three ways: best round
 over best round, the median over rounds of each round's own ratio, and the ratio of CPU
 time per image (this process's, all threads, median of rounds; what a saturated
-machine's rate is inversely proportional to, whatever share of the cores a round had). The matmul peaks are measured in the same
-run and FLOPs are counted by TensorFlow's profiler on each graph. Also printed: the
-scores' largest change from scaled decoding (engine fp32, 800x600 JPEGs) and the cost
-of one in-flight marker write (classify.py writes one per batch). Prints the tables,
-then one JSON line.
+machine's rate is inversely proportional to, whatever share of the cores a round had).
+The matmul peaks are measured in the same run and FLOPs are counted by TensorFlow's
+profiler on each graph. Also printed: the scores' largest change from scaled decoding
+(engine fp32, 800x600 JPEGs) and the cost of one in-flight marker write (classify.py
+writes one per batch). Prints the tables, then one JSON line.
 """
 
 from __future__ import annotations
