@@ -43,7 +43,9 @@ machine's rate is inversely proportional to, whatever share of the cores a round
 The matmul peaks are measured in the same run and FLOPs are counted by TensorFlow's
 profiler on each graph. Also printed: the scores' largest change from scaled decoding
 (engine fp32, 800x600 JPEGs) and the cost of one in-flight marker write (classify.py
-writes one per batch). Prints the tables, then one JSON line.
+writes one per batch), and the reader's Python time per file input: its admission
+against a PIL header read (the graph checks JPEG and PNG headers). Prints the tables,
+then one JSON line.
 """
 
 from __future__ import annotations
@@ -69,8 +71,9 @@ from transfer_learning.classify import decide  # noqa: E402
 from transfer_learning.ensemble import Ensemble, for_inference, split_member  # noqa: E402
 from transfer_learning.inflight import InFlight  # noqa: E402
 from transfer_learning.member import build_member, save_base_init  # noqa: E402
-from transfer_learning.reader import decode_chunk, read_batches  # noqa: E402
-from transfer_learning.sources import list_items  # noqa: E402
+from transfer_learning.reader import MAX_BYTES, MAX_PIXELS, _admit, decode_chunk, read_batches  # noqa: E402
+from transfer_learning.reader import too_many_pixels  # noqa: E402
+from transfer_learning.sources import ItemReader, list_items  # noqa: E402
 
 
 def gflops(model, shape) -> float:
@@ -110,7 +113,8 @@ def cpu_ratio(cpu_ms: dict[str, list[float]], name: str, base: str) -> float:
     return float(np.median(cpu_ms[base]) / np.median(cpu_ms[name]))
 
 
-def print_reader_table(args, names, rates: dict[str, list[float]], cpu_ms: dict[str, list[float]]) -> None:
+def print_reader_table(args, names, rates: dict[str, list[float]], cpu_ms: dict[str, list[float]],
+                       python_us: dict[str, float]) -> None:
     scale = jpeg_scale(600, 800, args.size)
     print(f"\nreader, no model: 800x600 JPEGs to {args.size} px (scaled decode at 1/{scale}), batch {args.batch}, "
           f"steady rate (from the first batch), best of {args.reader_rounds} rounds")
@@ -121,18 +125,22 @@ def print_reader_table(args, names, rates: dict[str, list[float]], cpu_ms: dict[
               f"{paired(rates, name, same):>23.2f}x")
     print("CPU ms per image (this process, all threads; median of rounds): "
           + ", ".join(f"{name} {np.median(cpu_ms[name]):.2f}" for name in names))
+    print("Python per file input, the generator's thread (holds the GIL): "
+          + ", ".join(f"{name} {us:.1f} µs" for name, us in python_us.items()))
     print(f"\n{'ratio':<32}{'best / best':>12}{'median of rounds':>18}{'by CPU per image':>18}")
     for key, name, base in READER_RATIOS:
         print(f"{key:<32}{paired(rates, name, base):>11.2f}x{per_round(rates, name, base):>17.2f}x"
               f"{cpu_ratio(cpu_ms, name, base):>17.2f}x")
 
 
-def reader_figures(rates: dict[str, list[float]], cpu_ms: dict[str, list[float]], size: int) -> dict:
+def reader_figures(rates: dict[str, list[float]], cpu_ms: dict[str, list[float]], size: int,
+                   python_us: dict[str, float]) -> dict:
     figures = {key: round(paired(rates, name, base), 2) for key, name, base in READER_RATIOS}
     figures.update({f"{key}_median_of_rounds": round(per_round(rates, name, base), 2)
                     for key, name, base in READER_RATIOS})
     figures.update({f"{key}_by_cpu": round(cpu_ratio(cpu_ms, name, base), 2) for key, name, base in READER_RATIOS})
     figures["cpu_ms_per_image"] = {name: round(float(np.median(v)), 3) for name, v in cpu_ms.items()}
+    figures["python_us_per_file"] = python_us
     return {**figures, "jpeg_scale": jpeg_scale(600, 800, size)}
 
 
@@ -165,6 +173,27 @@ def write_tar(path: Path, encoded: list[bytes]) -> None:
             info = tarfile.TarInfo(f"0/1/2/photo_{i:04d}.jpg")
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
+
+
+def python_us_per_input(items, repeats: int = 7) -> dict[str, float]:
+    """Microseconds of the reader's generator thread (it holds the GIL) per input file,
+    medians of `repeats`: its admission (`_admit`: size, name, and a PIL header read only
+    for formats the graph cannot check), and a PIL header read (what admitting a JPEG
+    cost when Python checked every header)."""
+    reader, times = ItemReader(), {"admission": [], "PIL header read": []}
+    try:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for item in items:
+                _admit(item, reader, MAX_BYTES, MAX_PIXELS)
+            middle = time.perf_counter()
+            for item in items:
+                too_many_pixels(item, b"", MAX_PIXELS)
+            times["admission"].append((middle - start) / len(items) * 1e6)
+            times["PIL header read"].append((time.perf_counter() - middle) / len(items) * 1e6)
+    finally:
+        reader.close()
+    return {name: round(float(np.median(t)), 1) for name, t in times.items()}
 
 
 def marker_write_ms(folder: Path, keys: int, repeats: int = 20) -> float:
@@ -315,11 +344,12 @@ def main(argv=None) -> int:
             if model_variants and round_ < args.rounds:
                 peaks.append((matmul_peak(tf.float32), matmul_peak(tf.bfloat16)))
         best = {name: max(r) for name, r in rates.items()}
+        python_us = python_us_per_input(big_items[:args.reader_images])
         if args.reader_only:
-            print_reader_table(args, reader_variants, rates, cpu_ms)
+            print_reader_table(args, reader_variants, rates, cpu_ms, python_us)
             print(json.dumps({"size": args.size, "batch": args.batch, "rounds": args.reader_rounds,
                               "images_per_s": {k: round(v, 3) for k, v in best.items()},
-                              **reader_figures(rates, cpu_ms, args.size)}))
+                              **reader_figures(rates, cpu_ms, args.size, python_us)}))
             return 0
         peak32, peak16 = max(p[0] for p in peaks), max(p[1] for p in peaks)
 
@@ -357,7 +387,7 @@ def main(argv=None) -> int:
               f"{achieved / peak:>8.0%}")
     print(f"one member {member_gf:.2f} GFLOP = trunk to pool4_pool {trunk_gf:.2f} ({trunk_gf / member_gf:.0%}) "
           f"+ conv5 and head {tail_gf:.2f}; matmul peak fp32 {peak32:.0f}, bf16 {peak16:.0f} GFLOP/s")
-    print_reader_table(args, reader_variants, rates, cpu_ms)
+    print_reader_table(args, reader_variants, rates, cpu_ms, python_us)
     diff32 = float(np.abs(score32 - one_by_one).max())
     diff16 = float(np.abs(score16 - score32).max())
     print(f"engine fp32 vs members one by one: max |score difference| {diff32:.2e}; bf16 vs fp32: {diff16:.2e}; "
@@ -374,7 +404,7 @@ def main(argv=None) -> int:
         "speedup_bf16": round(rows["engine bf16"]["ratio"], 2),
         "speedup_files_bf16": round(rows["engine+files bf16"]["ratio"], 2),
         "speedup_two_passes_bf16": round(rows["engine bf16, 2 passes"]["ratio"], 2) if second else None,
-        **reader_figures(rates, cpu_ms, args.size),
+        **reader_figures(rates, cpu_ms, args.size, python_us),
         "gflop_per_image_original": round(work["original"], 2), "gflop_per_image_engine": round(engine_gf, 2),
         "gflop_per_image_original_two_passes": round(work["original, 2 passes"], 2),
         "gflop_per_image_engine_two_passes": round(both_gf, 2),

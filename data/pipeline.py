@@ -295,6 +295,46 @@ def jpeg_scale(height: int, width: int, image_size: int) -> int:
     return max(r for r in JPEG_SCALES if -(-side // r) >= image_size or r == 1)
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def header_format(head: bytes) -> str:
+    """"jpeg" or "png" when `declared_pixels` can read these first bytes' image size, else ""."""
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head.startswith(PNG_SIGNATURE) and head[12:16] == b"IHDR":
+        return "png"
+    return ""
+
+
+def declared_pixels(data: tf.Tensor) -> tf.Tensor:
+    """The pixel count (int64 scalar) a JPEG's or PNG's header declares, read without
+    decoding anything; -1 for any other bytes. A malformed JPEG header raises
+    InvalidArgumentError, as its decoding would.
+
+    JPEG: the frame header, through `extract_jpeg_shape`. PNG: the IHDR chunk, which
+    the format requires first: width and height as big-endian 32-bit integers at bytes
+    16-23.
+    """
+    def jpeg():
+        shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
+        return shape[0] * shape[1]
+
+    def png():
+        digits = tf.cast(tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.uint8), tf.int64)
+        weights = tf.constant([1 << 24, 1 << 16, 1 << 8, 1], tf.int64)
+        return tf.reduce_sum(digits[:4] * weights) * tf.reduce_sum(digits[4:] * weights)
+
+    def other():  # a PNG's IHDR, else -1 (`substr` past the end would raise: check the length first)
+        def header():
+            is_png = tf.logical_and(tf.equal(tf.strings.substr(data, 0, 8), PNG_SIGNATURE),
+                                    tf.equal(tf.strings.substr(data, 12, 4), b"IHDR"))
+            return tf.cond(is_png, png, lambda: tf.constant(-1, tf.int64))
+        return tf.cond(tf.strings.length(data) >= 24, header, lambda: tf.constant(-1, tf.int64))
+
+    return tf.cond(tf.io.is_jpeg(data), jpeg, other)
+
+
 def _decode(data: tf.Tensor, scale_to: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """(image (H', W', 3) uint8, the scale it was decoded at, the full height, the full width)."""
     def whole():

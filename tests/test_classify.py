@@ -543,6 +543,51 @@ def test_the_pixel_check_reads_the_bytes_given_or_the_file(tmp_path):
         too_many_pixels(Item(key="g", name="g", path=str(tmp_path / "gone.png")), b"", 1000)
 
 
+def _jpeg_declaring(width: int, height: int) -> bytes:
+    """A small JPEG whose frame header declares width x height pixels (a decompression bomb)."""
+    buffer = io.BytesIO()
+    photo(KEPT_RGB).save(buffer, "JPEG")
+    data = bytearray(buffer.getvalue())
+    frame = data.index(b"\xff\xc0")  # baseline frame header: length, precision, height, width
+    data[frame + 5:frame + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("scaled", [False, True])
+def test_jpeg_and_png_headers_are_checked_in_the_graph_and_python_opens_only_the_rest(
+        tmp_path, monkeypatch, scaled):
+    from transfer_learning import reader
+    from transfer_learning.sources import list_items
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(9):
+        photo(KEPT_RGB, seed=i).save(photos / f"a{i}.{'JPEG' if i == 4 else 'jpg'}", "JPEG")
+    photo(KEPT_RGB).save(photos / "b.png", "PNG")
+    photo(KEPT_RGB).save(photos / "c.gif", "GIF")  # a format the graph cannot check: Python does
+    photo(KEPT_RGB).save(photos / "d.jpg", "GIF")  # named as a JPEG: fails the graph's check
+    (photos / "e.jpg").write_bytes(_jpeg_declaring(60_000, 60_000))
+    (photos / "f.png").write_bytes(_png_declaring(40_000, 40_000))
+    opened = []
+    check = reader.too_many_pixels
+    monkeypatch.setattr(reader, "too_many_pixels", lambda item, *a: opened.append(item.name) or check(item, *a))
+    items = list_items([str(photos)])
+    names = [Path(i.path).name for i in items]
+    batches = list(reader.read_batches(items, 16, batch_size=3, max_pixels=1_000_000, scaled=scaled))
+
+    decoded = sorted(Path(item.path).name for b in batches for item in b.items)
+    errors = {Path(item.path).name: reason for b in batches for _, item, reason in b.errors}
+    assert decoded == sorted(set(names) - {"e.jpg", "f.png"})
+    assert set(errors) == {"e.jpg", "f.png"}
+    assert all(reason.startswith("too many pixels") for reason in errors.values()), errors
+    assert all(b.images.shape[1:] == (16, 16, 3) for b in batches)
+    # PIL opened c.gif before the graph, then only the chunks (of 3) the graph refused.
+    refused = {k // 3 for k, name in enumerate(names) if name in ("d.jpg", "e.jpg", "f.png")}
+    expected = {name for k, name in enumerate(names) if k // 3 in refused} | {"c.gif"}
+    assert {Path(p).name for p in opened} == expected
+    assert len(expected) < len(names) - 3
+
+
 def test_links_in_a_tar_and_names_that_are_not_utf8_get_rows(tmp_path, members):
     photos = tmp_path / "photos"
     write_photos(photos, 3)

@@ -209,6 +209,32 @@ def test_scaled_decode_takes_the_scale_jpeg_scale_chooses_and_only_for_jpegs():
     assert tuple(pipeline.decode_rgb(jpeg).shape) == (600, 800, 3)
 
 
+def test_declared_pixels_reads_jpeg_and_png_headers_as_pil_does_and_nothing_else(mixed_folder):
+    import tensorflow as tf
+
+    root, good, bad = mixed_folder
+    graph = tf.function(pipeline.declared_pixels, input_signature=[tf.TensorSpec((), tf.string)])
+    for name in good:
+        data = (root / name).read_bytes()
+        with Image.open(root / name) as image:
+            width, height = image.size
+        expected = width * height if image.format in ("JPEG", "PNG") else -1
+        assert pipeline.header_format(data[:16]) == {"JPEG": "jpeg", "PNG": "png"}.get(image.format, ""), name
+        assert int(pipeline.declared_pixels(tf.constant(data))) == expected, name
+        assert int(graph(tf.constant(data))) == expected, name
+    progressive = io.BytesIO()
+    Image.fromarray(_photo(37, 53)).save(progressive, "JPEG", progressive=True)
+    assert int(graph(tf.constant(progressive.getvalue()))) == 37 * 53
+    # Declared, not decoded: a PNG header claiming 40 000 x 70 000 pixels (beyond int32).
+    png = bytearray((root / "rgba.png").read_bytes())
+    png[16:24] = (40_000).to_bytes(4, "big") + (70_000).to_bytes(4, "big")
+    assert int(graph(tf.constant(bytes(png)))) == 2_800_000_000
+    for data in (b"", pipeline.PNG_SIGNATURE, b"GIF89a" + bytes(40), (root / "sub/garbage.png").read_bytes()):
+        assert int(graph(tf.constant(data))) == -1
+    with pytest.raises(tf.errors.InvalidArgumentError):  # a JPEG signature over no frame header
+        graph(tf.constant(b"\xff\xd8\xff\xe0" + bytes(20)))
+
+
 @pytest.mark.parametrize("crop", ["stretch", "center"])
 def test_scaled_decode_gives_nearly_the_pixels_of_a_full_decode(crop):
     import tensorflow as tf

@@ -10,7 +10,10 @@ retries) are scored with the next batch, the others' reasons are named (bad inpu
 rare, so this costs little).
 Poison inputs never reach a decoder: a file or tar member over `max_bytes`, or an
 image whose header declares more than `max_pixels` (a decompression bomb: a few KB
-of PNG can declare 40 000 × 40 000 pixels), becomes an error row at once.
+of PNG can declare 40 000 × 40 000 pixels), becomes an error row. The sizes JPEG and
+PNG headers declare are checked in the graph, before decoding (`declared_pixels`):
+a chunk holding a bomb fails whole there and its inputs go the eager way, where PIL
+reads the header first. Python opens a header itself only for other formats.
 With `scaled`, large JPEGs are decoded at 1/2, 1/4 or 1/8 scale
 (`data.pipeline.decode_rgb`).
 """
@@ -28,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from data.pipeline import decode_and_resize
+from data.pipeline import declared_pixels, decode_and_resize, header_format
 from transfer_learning.sources import Item, ItemReader, printable
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,7 @@ class Batch:
 
 MAX_BYTES = 50_000_000  # per input; GLDv2 photos are well under 1 MB
 MAX_PIXELS = 100_000_000  # per input, as declared by its header (PIL warns from 89 M)
+GRAPH_CHECKED = (".jpg", ".jpeg", ".png")  # file names whose header the graph checks, not Python
 DECODES_PER_CHUNK = 4  # decodes in flight within one chunk's call (several chunks run at once)
 
 
@@ -149,38 +153,51 @@ def image_error(data: bytes, image_size: int = 32, crop: str = "stretch", scaled
     return decode(data, image_size, crop, scaled)[1]
 
 
-def _admit(item: Item, reader: ItemReader, max_bytes: int, max_pixels: int) -> tuple[str, str, bytes]:
-    """(reason, path, data): why `item` must not be decoded ("" if it may be), else what to
-    decode: a `path` for tf.data to read, or the `data` read here.
+def _admit(item: Item, reader: ItemReader, max_bytes: int, max_pixels: int
+           ) -> tuple[str, str, bytes, bool]:
+    """(reason, path, data, checked): why `item` must not be decoded ("" if it may be), else
+    what to decode: a `path` for tf.data to read, or the `data` read here; `checked` when
+    its pixel count was checked here (else `decode_chunk` checks its JPEG or PNG header).
 
     Python reads tar members, files whose names TensorFlow cannot take (not UTF-8) and
-    files whose header could not be read (with the reader's retries); tf.data reads the rest.
+    files whose header could not be read (with the reader's retries); tf.data reads the
+    rest. A file named as a JPEG or PNG is not opened here at all: if it is something
+    else, the graph's check fails its chunk and it is read again eagerly (`_recover`).
     """
     reason = too_large(item, max_bytes)
     if reason:
-        return reason, "", b""
+        return reason, "", b"", True
     if not item.tar and item.path == printable(item.path):
+        if item.path.lower().endswith(GRAPH_CHECKED):
+            return "", item.path, b"", False
         try:
             reason = too_many_pixels(item, b"", max_pixels)
         except OSError:
             pass  # read it below, with retries, and check the bytes
         else:
-            return (reason, "", b"") if reason else ("", item.path, b"")
+            return (reason, "", b"", True) if reason else ("", item.path, b"", True)
     try:
         data = reader.read(item)
     except Exception as err:  # noqa: BLE001 — any read failure is this input's error
-        return unreadable(err), "", b""
+        return unreadable(err), "", b"", True
     if not data:
-        return "empty file", "", b""
-    return too_many_pixels(item, data, max_pixels) or "", "", data
+        return "empty file", "", b"", True
+    if header_format(data[:16]):
+        return "", "", data, False
+    return too_many_pixels(item, data, max_pixels) or "", "", data, True
 
 
-def _recover(item: Item, reader: ItemReader, image_size: int, crop: str, scaled: bool):
-    """An item that dropped out of the pipeline, read and decoded again: (image, data, reason)."""
+def _recover(item: Item, reader: ItemReader, image_size: int, crop: str, scaled: bool,
+             max_pixels: int = MAX_PIXELS):
+    """An item that dropped out of the pipeline, read, checked (its header, by PIL) and
+    decoded again: (image, data, reason)."""
     try:
         data = reader.read(item)
     except Exception as err:  # noqa: BLE001 — any read failure is this input's error
         return None, b"", unreadable(err)
+    reason = too_many_pixels(item, data, max_pixels)
+    if reason:
+        return None, data, reason
     image, reason = decode(data, image_size, crop, scaled)
     return image, data, reason
 
@@ -193,18 +210,31 @@ def _batch(decoded: list[tuple[int, Item, tf.Tensor, bytes]], errors, image_size
 
 
 def decode_chunk(paths: tf.Tensor, datas: tf.Tensor, image_size: int, crop: str = "stretch",
-                 scaled: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+                 scaled: bool = False, checked: tf.Tensor | None = None, max_pixels: int = 0
+                 ) -> tuple[tf.Tensor, tf.Tensor]:
     """(images (n, S, S, 3) float32, encoded bytes (n,)) of n inputs, each read from its path,
     or given as its bytes where its path is "". Fails whole if one input fails.
 
+    With `max_pixels`, an input not `checked` already (bool (n,)) must be a JPEG or PNG
+    whose header declares at most that many pixels (`declared_pixels`), checked before
+    anything is decoded; otherwise the chunk fails (InvalidArgumentError).
     One call per chunk (`map_fn`, a few decodes in flight) costs tf.data less per image
     than one call per image; several chunks are decoded at once.
     """
-    def load(path, data):
+    if checked is None:
+        checked = tf.ones(tf.shape(paths), tf.bool)
+
+    def load(path, data, done):
         data = tf.cond(tf.strings.length(path) > 0, lambda: tf.io.read_file(path), lambda: data)
+        if max_pixels:
+            pixels = tf.cond(done, lambda: tf.constant(0, tf.int64), lambda: declared_pixels(data))
+            admitted = tf.logical_or(done, tf.logical_and(pixels >= 0, pixels <= max_pixels))
+            with tf.control_dependencies([tf.debugging.Assert(admitted, [
+                    "not a JPEG or PNG of at most max_pixels pixels; declared:", pixels])]):
+                data = tf.identity(data)
         return decode_and_resize(data, image_size, crop, scaled), data
 
-    return tf.map_fn(lambda x: load(*x), (paths, datas), parallel_iterations=DECODES_PER_CHUNK,
+    return tf.map_fn(lambda x: load(*x), (paths, datas, checked), parallel_iterations=DECODES_PER_CHUNK,
                      fn_output_signature=(tf.TensorSpec((image_size, image_size, 3)), tf.string))
 
 
@@ -213,11 +243,13 @@ def read_alone(item: Item, image_size: int, crop: str = "stretch", max_bytes: in
     """One item read and decoded here and now, with nothing else in flight (no pipeline)."""
     reader = ItemReader(retries)
     try:
-        reason, path, data = _admit(item, reader, max_bytes, max_pixels)
+        reason, path, data, checked = _admit(item, reader, max_bytes, max_pixels)
         image = None
         if not reason and path:
-            image, data, reason = _recover(item, reader, image_size, crop, scaled)
-        elif not reason:
+            image, data, reason = _recover(item, reader, image_size, crop, scaled, max_pixels)
+        elif not reason and not checked:
+            reason = too_many_pixels(item, data, max_pixels)
+        if not reason and not path:
             image, reason = decode(data, image_size, crop, scaled)
     finally:
         reader.close()
@@ -259,11 +291,11 @@ def read_batches(items: Sequence[Item], image_size: int, crop: str = "stretch",
                     except Exception as err:  # noqa: BLE001 — raised in the caller's thread below
                         hook_errors.append(err)
                         return
-                indices, paths, datas = [], [], []
+                indices, paths, datas, checked = [], [], [], []
                 for index in range(start, stop):
                     # Never decoded, nor even read: the gap each leaves reports its reason.
                     try:
-                        reason, path, data = _admit(items[index], reader, max_bytes, max_pixels)
+                        reason, path, data, done = _admit(items[index], reader, max_bytes, max_pixels)
                     except Exception as err:  # noqa: BLE001 — this input's error, not the stream's end
                         reason = f"cannot be read: {_first_line(err)}"
                     if reason:
@@ -272,17 +304,19 @@ def read_batches(items: Sequence[Item], image_size: int, crop: str = "stretch",
                     indices.append(index)
                     paths.append(path)
                     datas.append(data)
+                    checked.append(done)
                 if indices:
-                    yield np.array(indices, np.int64), paths, datas
+                    yield np.array(indices, np.int64), paths, datas, np.array(checked, bool)
             finished.append(True)
         finally:
             reader.close()
 
-    def load_chunk(indices, paths, datas):
-        return (indices, *decode_chunk(paths, datas, image_size, crop, scaled))
+    def load_chunk(indices, paths, datas, checked):
+        return (indices, *decode_chunk(paths, datas, image_size, crop, scaled, checked, max_pixels))
 
     ds = (tf.data.Dataset.from_generator(generate, output_signature=(
-        tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), tf.string), tf.TensorSpec((None,), tf.string)))
+        tf.TensorSpec((None,), tf.int64), tf.TensorSpec((None,), tf.string), tf.TensorSpec((None,), tf.string),
+        tf.TensorSpec((None,), tf.bool)))
         .map(load_chunk, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
         .ignore_errors()
         .rebatch(batch_size)
@@ -297,7 +331,7 @@ def read_batches(items: Sequence[Item], image_size: int, crop: str = "stretch",
         for k in range(expected, upto):
             reason = read_errors.pop(k, None)
             if not reason:
-                image, data, reason = _recover(items[k], reader, image_size, crop, scaled)
+                image, data, reason = _recover(items[k], reader, image_size, crop, scaled, max_pixels)
                 if image is not None:
                     recovered.append((k, items[k], image, data))
                     continue
