@@ -307,32 +307,40 @@ def header_format(head: bytes) -> str:
     return ""
 
 
-def declared_pixels(data: tf.Tensor) -> tf.Tensor:
-    """The pixel count (int64 scalar) a JPEG's or PNG's header declares, read without
-    decoding anything; -1 for any other bytes. A malformed JPEG header raises
+def declared_size(data: tf.Tensor) -> tf.Tensor:
+    """(height, width) int64 that a JPEG's or PNG's header declares, read without decoding
+    anything; (-1, -1) for any other bytes. A malformed JPEG header raises
     InvalidArgumentError, as its decoding would.
 
-    JPEG: the frame header, through `extract_jpeg_shape`. PNG: the IHDR chunk, which
-    the format requires first: width and height as big-endian 32-bit integers at bytes
-    16-23.
+    JPEG: the frame header, through `extract_jpeg_shape` (the decoder's own libjpeg).
+    PNG: the IHDR chunk, which the format requires first (libpng reads it there): width
+    and height as big-endian 32-bit integers at bytes 16-23.
     """
+    unknown = lambda: tf.constant([-1, -1], tf.int64)  # noqa: E731
+
     def jpeg():
-        shape = tf.cast(tf.image.extract_jpeg_shape(data), tf.int64)
-        return shape[0] * shape[1]
+        return tf.cast(tf.image.extract_jpeg_shape(data)[:2], tf.int64)
 
     def png():
-        digits = tf.cast(tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.uint8), tf.int64)
-        weights = tf.constant([1 << 24, 1 << 16, 1 << 8, 1], tf.int64)
-        return tf.reduce_sum(digits[:4] * weights) * tf.reduce_sum(digits[4:] * weights)
+        digits = tf.reshape(tf.cast(tf.io.decode_raw(tf.strings.substr(data, 16, 8), tf.uint8), tf.int64), (2, 4))
+        width_height = tf.reduce_sum(digits * tf.constant([1 << 24, 1 << 16, 1 << 8, 1], tf.int64), axis=1)
+        return tf.reverse(width_height, [0])
 
-    def other():  # a PNG's IHDR, else -1 (`substr` past the end would raise: check the length first)
+    def other():  # a PNG's IHDR, else unknown (`substr` past the end would raise: check the length first)
         def header():
             is_png = tf.logical_and(tf.equal(tf.strings.substr(data, 0, 8), PNG_SIGNATURE),
                                     tf.equal(tf.strings.substr(data, 12, 4), b"IHDR"))
-            return tf.cond(is_png, png, lambda: tf.constant(-1, tf.int64))
-        return tf.cond(tf.strings.length(data) >= 24, header, lambda: tf.constant(-1, tf.int64))
+            return tf.cond(is_png, png, unknown)
+        return tf.cond(tf.strings.length(data) >= 24, header, unknown)
 
     return tf.cond(tf.io.is_jpeg(data), jpeg, other)
+
+
+def declared_pixels(data: tf.Tensor) -> tf.Tensor:
+    """The pixel count (int64 scalar) a JPEG's or PNG's header declares (`declared_size`),
+    -1 for any other bytes."""
+    size = declared_size(data)
+    return tf.where(size[0] < 0, tf.constant(-1, tf.int64), size[0] * size[1])
 
 
 def _decode(data: tf.Tensor, scale_to: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:

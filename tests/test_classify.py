@@ -553,6 +553,43 @@ def _jpeg_declaring(width: int, height: int) -> bytes:
     return bytes(data)
 
 
+def _over_the_limit() -> dict[str, bytes]:
+    """Decodable 1100 x 1000 images (over a 1 M pixel limit): a JPEG and a PNG, then the
+    same with a quirk PIL refuses and TensorFlow's decoders accept (a stray FF01 marker;
+    an ancillary chunk with a bad CRC)."""
+    flat = photo(KEPT_RGB, size=1)
+    jpeg, png = io.BytesIO(), io.BytesIO()
+    flat.resize((1100, 1000)).save(jpeg, "JPEG")
+    flat.resize((1100, 1000)).save(png, "PNG")
+    jpeg, png = jpeg.getvalue(), png.getvalue()
+    return {"jpeg": jpeg, "png": png, "jpeg_quirk": jpeg[:2] + b"\xff\x01" + jpeg[2:],
+            "png_quirk": png[:33] + (3).to_bytes(4, "big") + b"tEXtk\x00v" + bytes(4) + png[33:]}
+
+
+def test_images_over_the_pixel_limit_are_refused_even_where_pil_cannot_read_them(tmp_path):
+    import tensorflow as tf
+    from transfer_learning.reader import read_alone, too_many_pixels
+    from transfer_learning.sources import Item
+
+    for name, data in _over_the_limit().items():
+        assert tf.io.decode_image(data).shape == (1000, 1100, 3)  # each would decode
+        if "quirk" in name:
+            with pytest.raises(Image.UnidentifiedImageError):
+                Image.open(io.BytesIO(data))
+        for file in (f"{name}.{name[:3]}", f"{name}.gif"):  # a true name, and a misleading one
+            (tmp_path / file).write_bytes(data)
+            item = Item(key=file, name=file, path=str(tmp_path / file))
+            assert "1100 x 1000 declared" in too_many_pixels(item, b"", 1_000_000), file
+            assert too_many_pixels(item, b"", 1_100_000) is None, file
+            batch = read_alone(item, 16, max_pixels=1_000_000, scaled=True)
+            assert not batch.items and "1100 x 1000 declared" in batch.errors[0][2], file
+    tar = Item(key="t", name="t", tar=str(tmp_path / "x.tar"), member="m.gif")
+    assert "cannot read its header" in too_many_pixels(tar, b"GIF89a" + bytes(40), 10**8)
+    assert too_many_pixels(tar, b"RIFF" + bytes(4) + b"WAVEfmt " + bytes(20), 10**8) is None  # not an image
+    with pytest.raises(ValueError, match="max_pixels"):
+        read_alone(tar, 16, max_pixels=0)
+
+
 @pytest.mark.parametrize("scaled", [False, True])
 def test_jpeg_and_png_headers_are_checked_in_the_graph_and_python_opens_only_the_rest(
         tmp_path, monkeypatch, scaled):
@@ -568,6 +605,10 @@ def test_jpeg_and_png_headers_are_checked_in_the_graph_and_python_opens_only_the
     photo(KEPT_RGB).save(photos / "d.jpg", "GIF")  # named as a JPEG: fails the graph's check
     (photos / "e.jpg").write_bytes(_jpeg_declaring(60_000, 60_000))
     (photos / "f.png").write_bytes(_png_declaring(40_000, 40_000))
+    over = _over_the_limit()  # decodable, over the limit; PIL refuses the quirky ones
+    for name, key in (("g.png", "png"), ("h.jpg", "jpeg"), ("i.png", "png_quirk"), ("j.jpg", "jpeg_quirk"),
+                      ("k.gif", "png_quirk"), ("l.webp", "jpeg_quirk")):
+        (photos / name).write_bytes(over[key])
     opened = []
     check = reader.too_many_pixels
     monkeypatch.setattr(reader, "too_many_pixels", lambda item, *a: opened.append(item.name) or check(item, *a))
@@ -577,15 +618,17 @@ def test_jpeg_and_png_headers_are_checked_in_the_graph_and_python_opens_only_the
 
     decoded = sorted(Path(item.path).name for b in batches for item in b.items)
     errors = {Path(item.path).name: reason for b in batches for _, item, reason in b.errors}
-    assert decoded == sorted(set(names) - {"e.jpg", "f.png"})
-    assert set(errors) == {"e.jpg", "f.png"}
+    refused = {"e.jpg", "f.png", "g.png", "h.jpg", "i.png", "j.jpg", "k.gif", "l.webp"}
+    assert decoded == sorted(set(names) - refused)
+    assert set(errors) == refused
     assert all(reason.startswith("too many pixels") for reason in errors.values()), errors
     assert all(b.images.shape[1:] == (16, 16, 3) for b in batches)
-    # PIL opened c.gif before the graph, then only the chunks (of 3) the graph refused.
-    refused = {k // 3 for k, name in enumerate(names) if name in ("d.jpg", "e.jpg", "f.png")}
-    expected = {name for k, name in enumerate(names) if k // 3 in refused} | {"c.gif"}
-    assert {Path(p).name for p in opened} == expected
-    assert len(expected) < len(names) - 3
+    # Python read the headers of the names the graph does not check, then of every input
+    # of the chunks (of 3) the graph refused; never a good JPEG's in another chunk.
+    chunks = {k // 3 for k, name in enumerate(names) if name in refused - {"k.gif", "l.webp"} | {"d.jpg"}}
+    expected = {name for k, name in enumerate(names) if k // 3 in chunks} | {"c.gif", "k.gif", "l.webp"}
+    assert set(opened) == expected
+    assert not {f"a{i}.jpg" for i in range(9)} & expected
 
 
 def test_links_in_a_tar_and_names_that_are_not_utf8_get_rows(tmp_path, members):

@@ -229,6 +229,8 @@ def test_declared_pixels_reads_jpeg_and_png_headers_as_pil_does_and_nothing_else
     png = bytearray((root / "rgba.png").read_bytes())
     png[16:24] = (40_000).to_bytes(4, "big") + (70_000).to_bytes(4, "big")
     assert int(graph(tf.constant(bytes(png)))) == 2_800_000_000
+    assert pipeline.declared_size(tf.constant(bytes(png))).numpy().tolist() == [70_000, 40_000]  # height, width
+    assert pipeline.declared_size(tf.constant(progressive.getvalue())).numpy().tolist() == [37, 53]
     for data in (b"", pipeline.PNG_SIGNATURE, b"GIF89a" + bytes(40), (root / "sub/garbage.png").read_bytes()):
         assert int(graph(tf.constant(data))) == -1
     with pytest.raises(tf.errors.InvalidArgumentError):  # a JPEG signature over no frame header

@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from data.pipeline import declared_pixels, decode_and_resize, header_format
+from data.pipeline import declared_pixels, declared_size, decode_and_resize, header_format
 from transfer_learning.sources import Item, ItemReader, printable
 
 log = logging.getLogger(__name__)
@@ -94,27 +94,46 @@ def too_large(item: Item, max_bytes: int) -> str | None:
     return None
 
 
+def _other_decodable(head: bytes) -> bool:
+    """Whether these first bytes are a GIF's, BMP's or WebP's: what else `decode_image` reads."""
+    return head.startswith((b"GIF87a", b"GIF89a", b"BM")) or (head.startswith(b"RIFF") and head[8:12] == b"WEBP")
+
+
 def too_many_pixels(item: Item, data: bytes, max_pixels: int) -> str | None:
     """Why an image must not be decoded (its header declares more than `max_pixels`), else None.
 
-    Reads only the header (PIL opens lazily): of `data`, or of the file when no bytes
-    are given for a plain file; an OSError reading that file is raised (the caller may
-    read it again), anything PIL cannot parse is left for the decoder to name.
+    Reads only the header: of `data`, or of the file when no bytes are given for a plain
+    file (an OSError reading it is raised: the caller may read it again). JPEG and PNG
+    headers are read as the graph reads them (`declared_size`: the decoder's own libjpeg,
+    the PNG's IHDR), other formats' by PIL. A GIF, BMP or WebP header PIL cannot parse is
+    refused (TensorFlow might still decode it, at any size); anything else that is not
+    an image is left for the decoder to name.
     """
     from_file = not data and not item.tar
-    try:
-        with Image.open(item.path if from_file else io.BytesIO(data)) as image:
-            width, height = image.size
-    except Image.DecompressionBombError as err:  # PIL's own check, at twice its warning limit
-        return f"too many pixels ({_first_line(err)}); a decompression bomb?"
-    except Image.UnidentifiedImageError:
-        return None  # not an image PIL knows: the decoder names the reason
-    except OSError:
-        if from_file:
-            raise
-        return None
-    except Exception:  # noqa: BLE001 — a header PIL cannot parse: the decoder names the reason
-        return None
+    if from_file:
+        with open(item.path, "rb") as f:
+            head = f.read(32)
+            if header_format(head):
+                data = head + f.read()
+    else:
+        head = data[:32]
+    if header_format(head):
+        try:
+            height, width = (int(v) for v in declared_size(tf.constant(data)))
+        except tf.errors.OpError:
+            return None  # a malformed JPEG header: decoding it fails the same way and names why
+    else:
+        try:
+            with Image.open(item.path if from_file else io.BytesIO(data)) as image:
+                width, height = image.size
+        except Image.DecompressionBombError as err:  # PIL's own check, at twice its warning limit
+            return f"too many pixels ({_first_line(err)}); a decompression bomb?"
+        except Exception as err:  # noqa: BLE001 — a header PIL cannot parse
+            if from_file and isinstance(err, OSError) and not isinstance(err, Image.UnidentifiedImageError):
+                raise
+            if _other_decodable(head):
+                return f"cannot read its header to check its size: {_first_line(err)}"
+            return None  # not an image: the decoder names the reason
     if width * height > max_pixels:
         return (f"too many pixels: {width} x {height} declared (limit {max_pixels}, "
                 "--max-image-pixels; a decompression bomb?)")
@@ -210,14 +229,15 @@ def _batch(decoded: list[tuple[int, Item, tf.Tensor, bytes]], errors, image_size
 
 
 def decode_chunk(paths: tf.Tensor, datas: tf.Tensor, image_size: int, crop: str = "stretch",
-                 scaled: bool = False, checked: tf.Tensor | None = None, max_pixels: int = 0
+                 scaled: bool = False, checked: tf.Tensor | None = None, max_pixels: int | None = None
                  ) -> tuple[tf.Tensor, tf.Tensor]:
     """(images (n, S, S, 3) float32, encoded bytes (n,)) of n inputs, each read from its path,
     or given as its bytes where its path is "". Fails whole if one input fails.
 
-    With `max_pixels`, an input not `checked` already (bool (n,)) must be a JPEG or PNG
-    whose header declares at most that many pixels (`declared_pixels`), checked before
-    anything is decoded; otherwise the chunk fails (InvalidArgumentError).
+    With `max_pixels`, every JPEG or PNG must declare at most that many pixels in its
+    header (`declared_pixels`), and any other input must be `checked` already (bool (n,):
+    its header read by PIL), checked before anything is decoded; otherwise the chunk
+    fails (InvalidArgumentError).
     One call per chunk (`map_fn`, a few decodes in flight) costs tf.data less per image
     than one call per image; several chunks are decoded at once.
     """
@@ -226,11 +246,11 @@ def decode_chunk(paths: tf.Tensor, datas: tf.Tensor, image_size: int, crop: str 
 
     def load(path, data, done):
         data = tf.cond(tf.strings.length(path) > 0, lambda: tf.io.read_file(path), lambda: data)
-        if max_pixels:
-            pixels = tf.cond(done, lambda: tf.constant(0, tf.int64), lambda: declared_pixels(data))
-            admitted = tf.logical_or(done, tf.logical_and(pixels >= 0, pixels <= max_pixels))
+        if max_pixels is not None:
+            pixels = declared_pixels(data)
+            admitted = tf.logical_and(pixels <= max_pixels, tf.logical_or(done, pixels >= 0))
             with tf.control_dependencies([tf.debugging.Assert(admitted, [
-                    "not a JPEG or PNG of at most max_pixels pixels; declared:", pixels])]):
+                    "more pixels declared than max_pixels, or a header not checked; declared:", pixels])]):
                 data = tf.identity(data)
         return decode_and_resize(data, image_size, crop, scaled), data
 
@@ -241,6 +261,8 @@ def decode_chunk(paths: tf.Tensor, datas: tf.Tensor, image_size: int, crop: str 
 def read_alone(item: Item, image_size: int, crop: str = "stretch", max_bytes: int = MAX_BYTES,
                max_pixels: int = MAX_PIXELS, *, scaled: bool = False, retries: int = 0) -> Batch:
     """One item read and decoded here and now, with nothing else in flight (no pipeline)."""
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be at least 1, not {max_pixels}")
     reader = ItemReader(retries)
     try:
         reason, path, data, checked = _admit(item, reader, max_bytes, max_pixels)
@@ -269,6 +291,8 @@ def read_batches(items: Sequence[Item], image_size: int, crop: str = "stretch",
     `batch_size` items, ending at position `stop`: everything the pipeline may be
     reading, decoding or scoring then lies before `stop` (the in-flight marker).
     """
+    if max_pixels < 1:
+        raise ValueError(f"max_pixels must be at least 1, not {max_pixels}")
     items = list(items)
     if not items:
         return
