@@ -72,7 +72,6 @@ from transfer_learning.ensemble import Ensemble, for_inference, split_member  # 
 from transfer_learning.inflight import InFlight  # noqa: E402
 from transfer_learning.member import build_member, save_base_init  # noqa: E402
 from transfer_learning.reader import MAX_BYTES, MAX_PIXELS, _admit, decode_chunk, read_batches  # noqa: E402
-from transfer_learning.reader import too_many_pixels  # noqa: E402
 from transfer_learning.sources import ItemReader, list_items  # noqa: E402
 
 
@@ -188,7 +187,8 @@ def python_us_per_input(items, repeats: int = 7) -> dict[str, float]:
                 _admit(item, reader, MAX_BYTES, MAX_PIXELS)
             middle = time.perf_counter()
             for item in items:
-                too_many_pixels(item, b"", MAX_PIXELS)
+                with Image.open(item.path) as image:
+                    image.size
             times["admission"].append((middle - start) / len(items) * 1e6)
             times["PIL header read"].append((time.perf_counter() - middle) / len(items) * 1e6)
     finally:

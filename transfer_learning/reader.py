@@ -31,7 +31,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image
 
-from data.pipeline import declared_pixels, declared_size, decode_and_resize, header_format
+from data.pipeline import declared_pixels, decode_and_resize, header_format, header_size
 from transfer_learning.sources import Item, ItemReader, printable
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def too_many_pixels(item: Item, data: bytes, max_pixels: int) -> str | None:
 
     Reads only the header: of `data`, or of the file when no bytes are given for a plain
     file (an OSError reading it is raised: the caller may read it again). JPEG and PNG
-    headers are read as the graph reads them (`declared_size`: the decoder's own libjpeg,
+    headers are read as the graph reads them (`header_size`: the decoder's own libjpeg,
     the PNG's IHDR), other formats' by PIL. A GIF, BMP or WebP header PIL cannot parse is
     refused (TensorFlow might still decode it, at any size); anything else that is not
     an image is left for the decoder to name.
@@ -119,7 +119,7 @@ def too_many_pixels(item: Item, data: bytes, max_pixels: int) -> str | None:
         head = data[:32]
     if header_format(head):
         try:
-            height, width = (int(v) for v in declared_size(tf.constant(data)))
+            height, width = header_size(data) or (0, 0)  # (a PNG cut short in its IHDR: no size)
         except tf.errors.OpError:
             return None  # a malformed JPEG header: decoding it fails the same way and names why
     else:
