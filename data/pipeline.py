@@ -316,7 +316,8 @@ def declared_size(data: tf.Tensor) -> tf.Tensor:
     PNG: the IHDR chunk, which the format requires first (libpng reads it there): width
     and height as big-endian 32-bit integers at bytes 16-23.
     """
-    unknown = lambda: tf.constant([-1, -1], tf.int64)  # noqa: E731
+    def unknown():
+        return tf.constant([-1, -1], tf.int64)
 
     def jpeg():
         return tf.cast(tf.image.extract_jpeg_shape(data)[:2], tf.int64)

@@ -12,8 +12,9 @@ Poison inputs never reach a decoder: a file or tar member over `max_bytes`, or a
 image whose header declares more than `max_pixels` (a decompression bomb: a few KB
 of PNG can declare 40 000 × 40 000 pixels), becomes an error row. The sizes JPEG and
 PNG headers declare are checked in the graph, before decoding (`declared_pixels`):
-a chunk holding a bomb fails whole there and its inputs go the eager way, where PIL
-reads the header first. Python opens a header itself only for other formats.
+a chunk holding a bomb fails whole there and its inputs go the eager way, where each
+header is read again first (`too_many_pixels`). The reader's Python thread opens a
+header only for other formats.
 With `scaled`, large JPEGs are decoded at 1/2, 1/4 or 1/8 scale
 (`data.pipeline.decode_rgb`).
 """
@@ -208,7 +209,7 @@ def _admit(item: Item, reader: ItemReader, max_bytes: int, max_pixels: int
 
 def _recover(item: Item, reader: ItemReader, image_size: int, crop: str, scaled: bool,
              max_pixels: int = MAX_PIXELS):
-    """An item that dropped out of the pipeline, read, checked (its header, by PIL) and
+    """An item that dropped out of the pipeline, read, checked (`too_many_pixels`) and
     decoded again: (image, data, reason)."""
     try:
         data = reader.read(item)
