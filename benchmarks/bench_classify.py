@@ -26,10 +26,13 @@ runs on all of them, the most work a batch can cost):
                        on pass 1's trunk features (no second trunk)
 Reader, no model: --reader-images 800x600 JPEGs decoded and resized to --size (stretch):
   memory full/scaled   the encoded bytes already in memory, decoded as the reader decodes
-                       (`decode_chunk`: `decode_and_resize` over a chunk of --batch images
-                       per call, several chunks at once), full or DCT-scaled (`--scaled-decode`)
+                       (`decode_chunk`: each JPEG's header checked against the pixel limit in
+                       the graph, which bytes from anywhere need, then `decode_and_resize`,
+                       over a chunk of --batch images per call, several chunks at once), full
+                       or DCT-scaled (`--scaled-decode`)
   files full/scaled    classify.py's reader (`read_batches`) over a folder of JPEG files:
-                       reads, header checks and bookkeeping included
+                       what it adds to that decoding is reading the files, admitting them
+                       (size, name) and its bookkeeping
   tar scaled           the same reader over one tar shard of the same JPEGs
   Each reader row is timed from its first batch to its last (the steady rate): building
   and filling the pipeline, once per classify.py run, is left out of all five alike.
@@ -298,9 +301,11 @@ def main(argv=None) -> int:
 
         def in_memory(scaled):
             def run(n):  # the reader's decoding (`decode_chunk`, a chunk per call), without its reading
+                def decode(d):  # its header check too: bytes from anywhere may be a bomb
+                    return decode_chunk(tf.fill(tf.shape(d), ""), d, args.size, "stretch", scaled,
+                                        tf.zeros(tf.shape(d), tf.bool), MAX_PIXELS)[0]
                 ds = (tf.data.Dataset.from_tensor_slices(big[:n]).batch(args.batch)
-                      .map(lambda d: decode_chunk(tf.fill(tf.shape(d), ""), d, args.size, "stretch", scaled)[0],
-                           num_parallel_calls=tf.data.AUTOTUNE)
+                      .map(decode, num_parallel_calls=tf.data.AUTOTUNE)
                       .prefetch(2))
                 return steady(ds, lambda b: int(b.shape[0]), n)
             return run
