@@ -46,6 +46,7 @@ import numpy as np
 from common.cli import documented_parser, log_to_stderr
 from common.config import ConfigError
 from common.files import remove_stale_temporaries, write_json
+from common.malloc import keep_freed_memory
 from data.pipeline import DataError
 from transfer_learning import config as cfg
 from transfer_learning.config import ClassifyConfig
@@ -331,6 +332,7 @@ def main(argv=None) -> int:
     if argv[:1] == ["merge"]:
         return merge_main(argv[1:])
     args = build_parser().parse_args(argv)
+    keep_freed_memory()  # glibc: freed memory kept, not faulted back in per image (bench_malloc.py)
     # SIGTERM (a job stopped, a machine preempted) ends the run as an exception does: it
     # is no input's fault, so the in-flight marker must not blame one (transfer_learning.inflight).
     own = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and threading.current_thread() is threading.main_thread()
