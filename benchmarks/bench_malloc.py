@@ -79,8 +79,7 @@ def main(argv=None) -> int:
         print(json.dumps(child(Path(args.child[0]), args.child[1], args.images, args.size, args.batch)))
         return 0
 
-    sys.path[:0] = [str(Path(__file__).resolve().parent)]
-    from bench_classify import write_photos
+    from bench_classify import write_photos  # beside this script
 
     results = {setting: [] for setting in SETTINGS}
     with tempfile.TemporaryDirectory() as tmp:
@@ -99,6 +98,9 @@ def main(argv=None) -> int:
                       + ", ".join(f"{row} {results[setting][-1][row]['cpu']:.2f} ms" for row in ROWS)
                       + f" ({time.perf_counter() - start:.0f} s)", flush=True)
 
+    def ratio_of(a: float, b: float) -> float:
+        return a / b if b else float("nan")  # tiny runs can finish inside the clock's tick
+
     def median(setting, row, key):
         return float(np.median([r[row][key] for r in results[setting]]))
 
@@ -114,11 +116,11 @@ def main(argv=None) -> int:
                 "cpu": round(cpu, 3), "user": round(user, 3), "system": round(system, 3)}
     print()
     for row in ROWS:
-        ratio = median("default", row, "cpu") / median("keep_freed_memory", row, "cpu")
+        ratio = ratio_of(median("default", row, "cpu"), median("keep_freed_memory", row, "cpu"))
         figures[f"speedup, {row}"] = round(ratio, 2)
         print(f"keep_freed_memory / default, {row}: {ratio:.2f}x (by CPU per image)")
     for setting in SETTINGS:
-        ratio = median(setting, ROWS[0], "cpu") / median(setting, ROWS[1], "cpu")
+        ratio = ratio_of(median(setting, ROWS[0], "cpu"), median(setting, ROWS[1], "cpu"))
         figures[f"files / memory, {setting}"] = round(ratio, 2)
         print(f"files / memory, {setting}: {ratio:.2f} (by CPU per image)")
     print(json.dumps(figures))

@@ -7,7 +7,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from common.malloc import keep_freed_memory
 
@@ -45,15 +47,18 @@ def test_keep_freed_memory_is_taken_by_glibc():
 
 @pytest.mark.skipif(not glibc(), reason="glibc's mallopt only")
 def test_the_reader_faults_far_fewer_pages_per_image_with_freed_memory_kept(tmp_path):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        from bench_classify import write_photos
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    write_photos(tmp_path / "photos", 64, 800, 600, unique=8)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:600, 0:800]
+    for k in range(8):  # photo-like 800x600 JPEGs (colour waves plus noise), each 8 times
+        image = np.stack([127 + 100 * np.sin(xx / (40 + 10 * c) + yy / 70 + k) for c in range(3)], -1)
+        image = np.clip(image + rng.normal(0, 8, image.shape), 0, 255).astype(np.uint8)
+        for copy in range(8):
+            Image.fromarray(image).save(folder / f"photo_{k}_{copy}.jpg", quality=90)
     faults = {}
     for setting in ("default", "keep"):
-        done = subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "photos"), setting],
+        done = subprocess.run([sys.executable, "-c", CHILD, str(folder), setting],
                               cwd=ROOT, capture_output=True, text=True, check=True,
                               env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"})
         result = json.loads(done.stdout.strip().splitlines()[-1])
