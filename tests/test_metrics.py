@@ -78,6 +78,20 @@ def test_collapsed_code_gives_zero_factor_vae_score():
     assert out["eval_accuracy"] == 0.0 and out["num_active_dims"] == 0
 
 
+def test_factor_vae_per_factor_accuracy_names_the_factor_no_dimension_carries():
+    out = metrics.factor_vae_score(TOY, _ignores_factor, np.random.default_rng(0), **FAST)
+    per_factor = out["eval_accuracy_per_factor"]
+    # Fixing factor 2 leaves no dimension still: its votes land on others' dimensions.
+    assert per_factor[2] == 0.0 and min(per_factor[:2] + per_factor[3:]) == 1.0
+    assert out["eval_accuracy"] < 0.85
+
+
+def test_per_factor_accuracy_of_hand_counted_votes():
+    votes = np.array([[6, 1, 0], [2, 3, 0], [0, 0, 0]])  # (dims, factors); factor 2 had no votes
+    accuracy = metrics._per_factor_accuracy(votes, np.array([0, 1, 0]))
+    assert accuracy[:2] == [0.75, 0.75] and np.isnan(accuracy[2])
+
+
 def test_mig_of_a_hand_computed_case():
     # z0 = a carries I = ln 2 about a; z1 = a + b carries ½ ln 2 about each: both gaps are ½.
     factors = np.array([(a, b) for a in (0, 1) for b in (0, 1)] * 25)

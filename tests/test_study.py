@@ -91,7 +91,23 @@ def test_report_writes_table_plot_and_readme_section(finished, tmp_path):
                        "--logdir", str(tmp_path / "hparams")]) == 0
     text = readme.read_text()
     assert "old" not in text and "| beta\\_tc\\_vae-beta=6 | 0 | 8 |" in text and text.endswith("outro\n")
+    assert "| configuration | wall\\_colour | roof |" in text  # the per-factor table follows
     assert (base / "results" / "study.png").exists()
+
+
+def test_factor_table_averages_each_factor_over_seeds():
+    def result(seed, mig, accuracy):
+        extra = {} if accuracy is None else {"factor_vae_per_factor": accuracy}
+        return {"objective": "beta_vae", "settings": {"beta": 4.0}, "seed": seed, "steps": 10, "train_s": 60.0,
+                "mig": mig[0], "factor_vae_score": 0.5, "dci_disentanglement": 0.1, "test_psnr": 20.0,
+                "active_dims": 2, "mig_per_factor": mig, **extra}
+
+    text = study.factor_table([result(0, [0.2, 0.0], [1.0, 0.5]), result(1, [0.4, 0.1], [0.5, 0.0])],
+                              ("door", "sky"))
+    assert text.splitlines()[2] == "| beta\\_vae-beta=4 | 0.30 · 0.75 | 0.05 · 0.25 |"
+    # A run measured before per-factor accuracy existed leaves its configuration's cells open.
+    text = study.factor_table([result(0, [0.2, 0.0], [1.0, 0.5]), result(1, [0.4, 0.1], None)], ("door", "sky"))
+    assert text.splitlines()[2] == "| beta\\_vae-beta=4 | 0.30 · – | 0.05 · – |"
 
 
 def test_grid_metrics_of_the_true_factors_are_perfect():

@@ -131,12 +131,16 @@ def factor_vae_score(ground_truth: GroundTruth, represent: Representation, rng: 
     """FactorVAE score (Kim & Mnih 2018), as disentanglement_lib's compute_factor_vae.
 
     `num_train`/`num_eval` are numbers of votes (one per batch of `batch_size` codes).
+    `eval_accuracy_per_factor[k]`: the share of factor k's evaluation votes the majority-vote
+    classifier gets right (NaN without any), which says which factors cap the score: one no
+    dimension carries, or one whose dimension another factor's votes claim.
     """
     codes, _ = generate_batch(ground_truth, represent, num_variance_estimate, rng)
     global_var = np.var(codes, axis=0, ddof=1)
     active = np.sqrt(global_var) >= prune_threshold  # the library prunes on the standard deviation
     if not active.any():
-        return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0}
+        return {"train_accuracy": 0.0, "eval_accuracy": 0.0, "num_active_dims": 0,
+                "eval_accuracy_per_factor": [0.0] * len(ground_truth.factor_sizes)}
     train_votes = _votes(ground_truth, represent, batch_size, num_train, rng, global_var, active)
     eval_votes = _votes(ground_truth, represent, batch_size, num_eval, rng, global_var, active)
     classifier = np.argmax(train_votes, axis=1)  # majority vote: code dim → factor
@@ -145,7 +149,16 @@ def factor_vae_score(ground_truth: GroundTruth, represent: Representation, rng: 
         "train_accuracy": float(np.sum(train_votes[other, classifier]) / np.sum(train_votes)),
         "eval_accuracy": float(np.sum(eval_votes[other, classifier]) / np.sum(eval_votes)),
         "num_active_dims": int(active.sum()),
+        "eval_accuracy_per_factor": _per_factor_accuracy(eval_votes, classifier),
     }
+
+
+def _per_factor_accuracy(votes: np.ndarray, classifier: np.ndarray) -> list[float]:
+    """votes (D, F), classifier (D,) dim → factor: per factor, its correctly classified share."""
+    right = np.array([votes[classifier == k, k].sum() for k in range(votes.shape[1])], np.float64)
+    total = votes.sum(axis=0).astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return [float(a) for a in right / total]
 
 
 def _votes(ground_truth, represent, batch_size, num_points, rng, global_var, active) -> np.ndarray:
@@ -293,6 +306,7 @@ def all_metrics(ground_truth: GroundTruth, represent: Representation, seed: int 
         "factor_vae_score": fv["eval_accuracy"],
         "factor_vae_train_accuracy": fv["train_accuracy"],
         "factor_vae_active_dims": fv["num_active_dims"],
+        "factor_vae_per_factor": fv["eval_accuracy_per_factor"],
         **dci(ground_truth, represent, np.random.default_rng(seed + 2), num_train=num_samples,
               num_test=max(num_samples // 2, 1), batch_size=batch_size, method=dci_method),
     }
