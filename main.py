@@ -11,8 +11,9 @@
     python main.py explore --run-dir D                  interactive latent explorer window
 
 With no flags this is the original project's run: the downloaded 128-px curated
-photos, latent 256, β 1.5, γ 0.001, 20 epochs. `--data synthetic --preset small`
-runs offline on procedural façades in minutes on a laptop CPU.
+photos, latent 256, β 1.5, 20 epochs, with the perceptual loss's weight γ rescaled for
+VGG16's own input range (see --gamma). `--preset small` runs offline on every
+combination of the procedural façades' factors, in minutes on a laptop CPU.
 """
 
 from __future__ import annotations

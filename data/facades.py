@@ -4,7 +4,7 @@ Every image is a pure function of its factor levels and its size, so the full
 product of levels can be enumerated and any combination re-rendered on demand, as
 disentanglement metrics need (cf. dSprites / 3D Shapes in disentanglement_lib).
 Here: the factors (names, levels, enumeration, sampling), the building's geometry
-and the renderer; several hundred 128-px images per second on one core.
+and the renderer, fast enough to render the whole grid in memory.
 """
 
 from __future__ import annotations

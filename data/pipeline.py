@@ -812,9 +812,10 @@ def main(argv: Iterable[str] | None = None) -> int:
     pack.add_argument("source", help="image folder (recursive) or .txt/.csv list of paths")
     pack.add_argument("out", help="output folder for the shards and index.json")
     pack.add_argument("--size", type=int, default=128, help="image side in pixels")
-    pack.add_argument("--images-per-shard", type=int, default=2000)
-    pack.add_argument("--crop", choices=CROP_MODES, default="center")
-    pack.add_argument("--format", choices=("jpeg", "png"), default="jpeg")
+    pack.add_argument("--images-per-shard", type=int, default=2000, help="images per TFRecord shard")
+    pack.add_argument("--crop", choices=CROP_MODES, default="center",
+                      help="center: crop to a square, then resize | stretch: plain resize")
+    pack.add_argument("--format", choices=("jpeg", "png"), default="jpeg", help="how each image is encoded")
     args = parser.parse_args(None if argv is None else list(argv))
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.size < 8:

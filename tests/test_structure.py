@@ -83,6 +83,12 @@ def _options(help_text: str) -> list[tuple[str, str]]:
     ([sys.executable, "transfer_learning/classify.py", "--help"], 16),
     ([sys.executable, "-m", "transfer_learning.weak_labels", "--help"], 10),
     ([sys.executable, "-m", "transfer_learning.review", "--help"], 7),
+    ([sys.executable, "-m", "vae.study", "run", "--help"], 10),
+    ([sys.executable, "-m", "vae.study", "park", "--help"], 2),
+    ([sys.executable, "-m", "vae.study", "report", "--help"], 3),
+    ([sys.executable, "-m", "data.pipeline", "to-tfrecords", "--help"], 4),
+    ([sys.executable, "-m", "data.synthetic", "--help"], 4),
+    ([sys.executable, "-m", "data.download", "--help"], 2),
 ])
 def test_every_option_is_described_not_only_its_default(command, at_least):
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=True).stdout

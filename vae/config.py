@@ -144,7 +144,7 @@ class VAEConfig(Settings):
 
 
 PRESETS = {
-    # Five minutes on a 2-core CPU: every synthetic façade combination at 64 px (the test
+    # Minutes on a laptop CPU (README: its wall time): every synthetic façade combination at 64 px (the test
     # split holds unseen ones), disentanglement_lib's network and Bernoulli likelihood, β 2.
     # No perceptual loss: offline, there are no ImageNet VGG16 weights to fetch.
     "small": dict(

@@ -526,19 +526,20 @@ def parse_args(argv):
     run.add_argument("--votes", type=int, default=10_000, help="FactorVAE training votes (half for evaluation)")
     run.add_argument("--results", default=str(RESULTS), help="folder of finished runs (committed)")
     run.add_argument("--runs", default=str(RUNS), help="run directories (checkpoints, logs)")
-    run.add_argument("--data-root", default="datasets")
+    run.add_argument("--data-root", default="datasets", help="the runs' dataset folder (their config's data_root)")
     run.add_argument("--quiet", action="store_true", help="no per-round training logs")
     run.add_argument("--threads", type=int, default=0,
                      help="TensorFlow threads (0: all cores); on 2 cores, two study processes of "
                           "1 thread each train more steps per second than one of 2")
     again = sub.add_parser("remeasure", help="recompute every finished run's metrics from its code table")
-    again.add_argument("--results", default=str(RESULTS))
+    again.add_argument("--results", default=str(RESULTS), help="folder of finished runs")
     stow = sub.add_parser("park", help="unfinished runs' resume points into the results folder "
                                        "(stop the study first), to commit or carry to another machine")
-    stow.add_argument("--results", default=str(RESULTS))
-    stow.add_argument("--runs", default=str(RUNS))
+    stow.add_argument("--results", default=str(RESULTS), help="folder of finished runs; parked runs go in its "
+                      f"{PARKED}/")
+    stow.add_argument("--runs", default=str(RUNS), help="run directories to park from")
     rep = sub.add_parser("report", help="table, plot and README section from the results folder")
-    rep.add_argument("--results", default=str(RESULTS))
+    rep.add_argument("--results", default=str(RESULTS), help="folder of finished runs")
     rep.add_argument("--readme", default="README.md", help="README whose study section is rewritten ('' : none)")
     rep.add_argument("--logdir", default=str(RUNS / "hparams"),
                      help="TensorBoard folder for the HParams dashboard ('': none)")

@@ -94,7 +94,7 @@ def validation_data(config: VAEConfig, splits: datasets.Splits, strategy, load: 
     for _ in ds:  # a cache is kept only once a pass has read it to the end
         pass
     # No prefetch after the cache: Keras drops the validation iterator at every validation,
-    # and dropping a prefetching one took about 2 s each time (profiled, 2-core CPU).
+    # and dropping a prefetching one costs seconds each time (profiled).
     return ds, steps
 
 
