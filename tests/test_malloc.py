@@ -64,5 +64,10 @@ def test_the_reader_faults_far_fewer_pages_per_image_with_freed_memory_kept(tmp_
         result = json.loads(done.stdout.strip().splitlines()[-1])
         assert result["tuned"] is (setting == "keep")
         faults[setting] = result["faults_per_image"]
-    # Each 300 px float32 image is 1 MB (256 pages) of output alone; kept memory is reused.
-    assert faults["keep"] < 0.5 * faults["default"], faults
+    # Each 300 px float32 image is 1 MB (256 pages) of output alone, faulted in afresh per
+    # image by default and reused when kept. Compared as a difference, not a ratio: both
+    # settings carry the same interpreter faults (CPython 3.11 maps and unmaps a 16 KB
+    # frame-stack chunk about 40 times per image here, whenever the generator's calls cross
+    # a chunk boundary), a share that differs between machines and says nothing about the
+    # allocator; as a ratio it once put the kept setting at 0.51 of the default.
+    assert faults["default"] - faults["keep"] > 256, faults
