@@ -386,14 +386,18 @@ def load_results(folder) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(Path(folder).glob("*.json"))]
 
 
-def summarise(results: list[dict]) -> list[dict]:
-    """Per configuration (objective + settings): seeds, mean, min and max of each score."""
+def by_configuration(results: list[dict]) -> dict[str, list[dict]]:
+    """The runs of each configuration (objective + settings), by its name."""
     groups: dict[str, list[dict]] = {}
     for r in results:
-        name = Spec(r["objective"], tuple(r["settings"].items())).name
-        groups.setdefault(name, []).append(r)
+        groups.setdefault(Spec(r["objective"], tuple(r["settings"].items())).name, []).append(r)
+    return groups
+
+
+def summarise(results: list[dict]) -> list[dict]:
+    """Per configuration (objective + settings): seeds, mean, min and max of each score."""
     rows = []
-    for name, runs in groups.items():
+    for name, runs in by_configuration(results).items():
         row = {"config": name, "objective": runs[0]["objective"], "settings": runs[0]["settings"],
                "seeds": sorted(r["seed"] for r in runs), "steps": min(r["steps"] for r in runs),
                "train_min": float(np.mean([r["train_s"] for r in runs]) / 60)}
@@ -427,9 +431,7 @@ def factor_table(results: list[dict], factor_names) -> str:
     majority-vote classifier gets right: a factor no dimension carries, or whose dimension
     another factor's votes claim, scores low here and caps the overall score.
     """
-    groups: dict[str, list[dict]] = {}
-    for r in results:
-        groups.setdefault(Spec(r["objective"], tuple(r["settings"].items())).name, []).append(r)
+    groups = by_configuration(results)
     head = ["configuration"] + [n.replace("_", "\\_") for n in factor_names]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in summarise(results):
