@@ -110,6 +110,15 @@ def test_factor_table_averages_each_factor_over_seeds():
     assert text.splitlines()[2] == "| beta\\_vae-beta=4 | 0.30 · – | 0.05 · – |"
 
 
+def test_each_configuration_keeps_its_own_colour_whatever_the_ranking():
+    names = [spec.name for spec in study.PLAN]
+    colours = [study.colour(n) for n in names]
+    assert len(set(colours)) == len(names)  # the plan's configurations are told apart
+    assert study.colour(names[2]) == colours[2]  # by name, not by a row's place in the table
+    for extra in ("beta_vae-beta=32", "annealed_vae-c_max=25", "factor_vae-gamma=10"):
+        assert study.colour(extra) not in colours  # a configuration outside the plan
+
+
 def test_grid_metrics_of_the_true_factors_are_perfect():
     factors = facades.all_factors().astype(np.float64)
     scores = metrics.grid_metrics(factors, facades.FACTOR_SIZES, 0, num_samples=2000, num_votes=200,

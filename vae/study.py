@@ -446,6 +446,17 @@ def factor_table(results: list[dict], factor_names) -> str:
     return "\n".join(lines)
 
 
+TARGETS = {"mig": 0.30, "factor_vae_score": 0.80}  # the study's: its best configuration's means
+
+
+def colour(config: str) -> str:
+    """A configuration's colour in every plot: by its place in the plan, so reports stay comparable."""
+    names = [spec.name for spec in PLAN]
+    if config in names:
+        return f"C{names.index(config) % 10}"
+    return f"C{len(names) + sum(map(ord, config)) % max(1, 10 - len(names))}"  # one the plan leaves free
+
+
 def plot(rows: list[dict], path: Path) -> Path:
     """MIG and FactorVAE score per configuration (mean, seeds' range as bars) against PSNR."""
     from matplotlib.figure import Figure
@@ -458,7 +469,9 @@ def plot(rows: list[dict], path: Path) -> Path:
         for r in rows:
             ax.errorbar([r["test_psnr"]], [r[key]], yerr=[[r[key] - r[key + "_min"]], [r[key + "_max"] - r[key]]],
                         xerr=[[r["test_psnr"] - r["test_psnr_min"]], [r["test_psnr_max"] - r["test_psnr"]]],
-                        fmt="o", capsize=3, label=r["config"])
+                        fmt="o", capsize=3, label=r["config"], color=colour(r["config"]))
+        ax.axhline(TARGETS[key], color="grey", linestyle="--", linewidth=0.8)
+        ax.text(ax.get_xlim()[1], TARGETS[key], "target ", color="grey", fontsize=7, ha="right", va="bottom")
         ax.set_xlabel("test PSNR (dB)")
         ax.set_title(title)
         ax.set_ylim(0, 1)
