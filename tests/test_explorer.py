@@ -32,6 +32,24 @@ def app(tmp_path_factory):
         os.environ["MPLBACKEND"] = old_backend
 
 
+def test_it_opens_on_dataset_image_0_and_its_reconstruction(app, tmp_path):
+    from vae import explorer
+
+    fresh = explorer.Explorer(app.encoder, app.decoder, app.images, app.kl, dims=3, save_dir=tmp_path)
+    try:
+        code = np.asarray(fresh.encoder(fresh.images[:1], training=False)[0])[0]
+        np.testing.assert_allclose(fresh.z, code, atol=1e-5)  # image 0's code, not zeros
+        np.testing.assert_allclose(fresh.shown_source.get_array(), fresh.images[0])
+        np.testing.assert_allclose(fresh.current_image(), fresh.decode(code), atol=1e-5)
+        np.testing.assert_allclose(fresh.shown_recon.get_array(), fresh.current_image(), atol=1e-6)
+        assert fresh.current_image().std() > 0  # a picture, not the black panel of before
+        assert [s.val for s in fresh.sliders] == pytest.approx(code[fresh.dims].tolist(), abs=1e-5)
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(fresh.fig)
+
+
 def test_sliders_are_the_most_informative_dimensions(app):
     assert app.dims.tolist() == [1, 3, 2]
     before = app.current_image().copy()
